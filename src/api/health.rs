@@ -1,0 +1,77 @@
+//! `/healthz` (the process answers), `/readyz` (each dependency, with latency) and `/metrics`.
+
+use std::time::Instant;
+
+use actix_web::{web, HttpResponse};
+use diesel_async::RunQueryDsl;
+use serde_json::{json, Value};
+
+use crate::db;
+use crate::server::AppState;
+
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "status": "ok" }))
+}
+
+fn check(result: Result<(), String>, started: Instant) -> Value {
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    match result {
+        Ok(()) => json!({ "status": "up", "latency_ms": latency_ms }),
+        Err(e) => {
+            log::warn!("readiness check failed: {e}");
+            json!({ "status": "down", "latency_ms": latency_ms })
+        }
+    }
+}
+
+pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    let pg = async {
+        let started = Instant::now();
+        let result = async {
+            let mut conn = state.pool.get().await.map_err(|e| e.to_string())?;
+            diesel::sql_query("SELECT 1")
+                .execute(&mut conn)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(())
+        }
+        .await;
+        check(result, started)
+    };
+    let redis = async {
+        let started = Instant::now();
+        let result = state.stats.store().ping().await.map_err(|e| e.to_string());
+        check(result, started)
+    };
+    let (pg, redis) = futures::join!(pg, redis);
+    let mut checks = serde_json::Map::new();
+    checks.insert("postgres".into(), pg);
+    checks.insert("redis".into(), redis);
+    if let Some(kafka) = &state.kafka_probe {
+        let started = Instant::now();
+        checks.insert("kafka".into(), check(kafka().await, started));
+    }
+    let ready = checks.values().all(|c| c["status"] == "up");
+    let body = json!({ "status": if ready { "ready" } else { "unavailable" }, "checks": checks });
+    if ready {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
+}
+
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    // -1 when the database cannot say: a scrape should not fail because of it.
+    let pending = match state.pool.get().await {
+        Ok(mut conn) => db::outbox::pending(&mut conn).await.unwrap_or(-1),
+        Err(_) => -1,
+    };
+    let gauges = [(
+        "post_rate_outbox_pending",
+        "Rating events waiting in the outbox.",
+        pending,
+    )];
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(state.metrics.render(&gauges, state.stats.counts()))
+}

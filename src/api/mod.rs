@@ -1,0 +1,135 @@
+//! The HTTP API: routes, JSON and error plumbing; one file per resource.
+
+pub mod body;
+pub mod cursor;
+mod health;
+mod posts;
+mod ratings;
+mod users;
+
+use actix_web::body::{BoxBody, EitherBody, MessageBody};
+use actix_web::dev::ServiceResponse;
+use actix_web::error::JsonPayloadError;
+use actix_web::http::header;
+use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers};
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+
+use crate::error::{ApiError, PROBLEM_JSON};
+
+/// The largest request body accepted (DESIGN §6).
+pub const BODY_LIMIT: usize = 256 * 1024;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(
+        web::JsonConfig::default()
+            .limit(BODY_LIMIT)
+            .error_handler(json_error),
+    )
+    .service(
+        web::scope("/api/v1")
+            .service(
+                web::resource("/users")
+                    .route(web::post().to(users::register))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/auth/token")
+                    .route(web::post().to(users::token))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/posts")
+                    .route(web::get().to(posts::list))
+                    .route(web::post().to(posts::create))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/posts/{id}")
+                    .route(web::get().to(posts::get))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/posts/{id}/rating")
+                    .route(web::put().to(ratings::put))
+                    .route(web::delete().to(ratings::delete))
+                    .default_service(web::to(method_not_allowed)),
+            ),
+    )
+    .route("/healthz", web::get().to(health::healthz))
+    .route("/readyz", web::get().to(health::readyz))
+    .route("/metrics", web::get().to(health::metrics))
+    .default_service(web::to(not_found));
+}
+
+/// Turns every error answer that is not already problem+json (actix's own, from any layer)
+/// into one, so that clients only ever parse one error shape.
+pub fn problem_errors<B: MessageBody + 'static>() -> ErrorHandlers<B> {
+    ErrorHandlers::new().default_handler(|res: ServiceResponse<B>| {
+        let is_problem = res
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(PROBLEM_JSON.as_bytes()));
+        if is_problem {
+            return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
+        }
+        let status = res.status();
+        let error = match status.as_u16() {
+            400 => ApiError::BadRequest("the request is malformed".into()),
+            401 => ApiError::Unauthorized("authentication is required"),
+            404 => ApiError::NotFound("no such resource".into()),
+            405 => ApiError::MethodNotAllowed("method not allowed on this resource".into()),
+            413 => ApiError::PayloadTooLarge,
+            415 => ApiError::UnsupportedMediaType("expected application/json".into()),
+            s if s >= 500 => ApiError::Internal(format!("unhandled {status} answer")),
+            _ => ApiError::BadRequest(
+                status
+                    .canonical_reason()
+                    .unwrap_or("the request was refused")
+                    .into(),
+            ),
+        };
+        let mut problem: HttpResponse<BoxBody> = error.error_response();
+        *problem.status_mut() = status;
+        let (req, _) = res.into_parts();
+        Ok(ErrorHandlerResponse::Response(
+            ServiceResponse::new(req, problem)
+                .map_into_right_body::<B>()
+                .map_body(|_, b| match b {
+                    EitherBody::Left { body } => EitherBody::left(body),
+                    EitherBody::Right { body } => EitherBody::right(body),
+                }),
+        ))
+    })
+}
+
+fn json_error(err: JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
+    match err {
+        JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => {
+            ApiError::PayloadTooLarge
+        }
+        JsonPayloadError::ContentType => {
+            ApiError::UnsupportedMediaType("the body must be application/json".into())
+        }
+        JsonPayloadError::Deserialize(e) => {
+            ApiError::BadRequest(format!("the body is not valid JSON: {e}"))
+        }
+        other => ApiError::BadRequest(format!("the body could not be read: {other}")),
+    }
+    .into()
+}
+
+async fn not_found() -> HttpResponse {
+    ApiError::NotFound("no such resource".into()).error_response()
+}
+
+async fn method_not_allowed() -> HttpResponse {
+    ApiError::MethodNotAllowed("method not allowed on this resource".into()).error_response()
+}
+
+/// Post ids are positive integers; anything else names no post.
+pub fn post_id(raw: &str) -> Result<i64, ApiError> {
+    raw.parse::<i64>()
+        .ok()
+        .filter(|id| *id > 0)
+        .ok_or_else(ApiError::post_not_found)
+}

@@ -1,0 +1,100 @@
+//! `GET/POST /api/v1/posts` and `GET /api/v1/posts/{id}`.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::body::Body;
+use crate::auth::{AuthUser, MaybeUser};
+use crate::db::posts::PageKey;
+use crate::error::{ApiError, FieldError};
+use crate::server::AppState;
+use crate::service::posts;
+
+const DEFAULT_LIMIT: i64 = 20;
+const MAX_LIMIT: i64 = 100;
+
+pub async fn create(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, ApiError> {
+    let mut b = Body::new(&body)?;
+    let title = b.string("title", 1, 255, true);
+    let content = b.string("content", 1, 20_000, true);
+    b.finish()?;
+    let (Some(title), Some(content)) = (title, content) else {
+        return Err(ApiError::Internal("validated fields missing".into()));
+    };
+    let post = posts::create(&state, &user, title, content).await?;
+    Ok(HttpResponse::Created().json(post))
+}
+
+pub async fn get(
+    state: web::Data<AppState>,
+    viewer: MaybeUser,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = super::post_id(&id)?;
+    let post = posts::get(&state, viewer.0.as_ref(), id).await?;
+    Ok(HttpResponse::Ok().json(post))
+}
+
+pub async fn list(
+    state: web::Data<AppState>,
+    viewer: MaybeUser,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let (limit, after) = page_query(&state, req.query_string())?;
+    let page = posts::list(&state, viewer.0.as_ref(), after, limit).await?;
+    Ok(HttpResponse::Ok().json(PageBody {
+        results: &page.posts,
+        next_cursor: page.next.map(|key| state.cursors.encode(key)),
+    }))
+}
+
+#[derive(Serialize)]
+struct PageBody<'a> {
+    results: &'a [posts::Post],
+    next_cursor: Option<String>,
+}
+
+/// `limit` (1..=100, default 20; otherwise 422) and `cursor` (one we issued; otherwise 400).
+/// A key given twice is refused rather than guessed at; unknown keys are ignored.
+fn page_query(state: &AppState, query: &str) -> Result<(i64, Option<PageKey>), ApiError> {
+    let mut limit: Option<String> = None;
+    let mut cursor: Option<String> = None;
+    for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        let slot = match key.as_ref() {
+            "limit" => &mut limit,
+            "cursor" => &mut cursor,
+            _ => continue,
+        };
+        if slot.replace(value.into_owned()).is_some() {
+            return Err(if key == "limit" {
+                ApiError::validation("limit", "must be given once")
+            } else {
+                ApiError::BadRequest("cursor must be given once".into())
+            });
+        }
+    }
+    let limit = match limit {
+        None => DEFAULT_LIMIT,
+        Some(raw) => raw
+            .parse::<i64>()
+            .ok()
+            .filter(|l| (1..=MAX_LIMIT).contains(l))
+            .ok_or_else(|| {
+                ApiError::Validation(vec![FieldError::new(
+                    "limit",
+                    format!("must be an integer from 1 to {MAX_LIMIT}"),
+                )])
+            })?,
+    };
+    let after = match cursor {
+        None => None,
+        Some(c) if c.is_empty() => None,
+        Some(c) => Some(state.cursors.decode(&c)?),
+    };
+    Ok((limit, after))
+}

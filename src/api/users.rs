@@ -1,0 +1,45 @@
+//! `POST /api/v1/users` and `POST /api/v1/auth/token`.
+
+use actix_web::{web, HttpResponse};
+use serde_json::{json, Value};
+
+use super::body::{check_username, Body};
+use crate::error::ApiError;
+use crate::server::AppState;
+use crate::service::users;
+
+pub async fn register(
+    state: web::Data<AppState>,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, ApiError> {
+    let mut b = Body::new(&body)?;
+    let username = check_username(&mut b);
+    let password = b.string("password", 8, 128, false);
+    b.finish()?;
+    let (Some(username), Some(password)) = (username, password) else {
+        return Err(ApiError::Internal("validated fields missing".into()));
+    };
+    let user = users::register(&state, username, password).await?;
+    Ok(HttpResponse::Created().json(json!({ "id": user.id, "username": user.username })))
+}
+
+pub async fn token(
+    state: web::Data<AppState>,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, ApiError> {
+    let mut b = Body::new(&body)?;
+    // Shape only: a name or password that could never have been registered still gets the
+    // same 401 as a wrong one.
+    let username = b.string("username", 1, 128, false);
+    let password = b.string("password", 1, 1024, false);
+    b.finish()?;
+    let (Some(username), Some(password)) = (username, password) else {
+        return Err(ApiError::Internal("validated fields missing".into()));
+    };
+    let token = users::token(&state, &username, password).await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "access_token": token.access_token,
+        "token_type": "Bearer",
+        "expires_in": token.expires_in,
+    })))
+}

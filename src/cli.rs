@@ -1,0 +1,107 @@
+//! Command line: `serve` (the default), `migrate`, `reconcile`.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Settings;
+use crate::stats::StatsStore;
+
+#[derive(Parser)]
+#[command(
+    name = "post-rate",
+    version,
+    about = "Rate posts from 0 to 5: exact, burst-damped stats at scale"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP API with the outbox relay and the stats consumer (the default).
+    Serve,
+    /// Create the database if needed and apply pending migrations, then exit.
+    Migrate,
+    /// Recompute every post's stats from the ratings table and repair Redis.
+    Reconcile {
+        /// Only report the drift; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// How long to wait for in-flight events to be applied before comparing.
+        #[arg(long, default_value_t = 10)]
+        wait_secs: u64,
+    },
+}
+
+pub fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let cli = Cli::parse();
+    let settings = match Settings::from_env() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("post-rate: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("post-rate: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command.unwrap_or(Command::Serve) {
+            Command::Serve => {
+                let running = crate::server::start(settings)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                running.wait_for_signal().await;
+                Ok(())
+            }
+            Command::Migrate => {
+                crate::db::create_database_if_missing(
+                    &settings.database_url,
+                    settings.database_timeout,
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+                crate::db::run_migrations(&settings.database_url, settings.database_timeout)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            Command::Reconcile { dry_run, wait_secs } => {
+                let store = StatsStore::new(
+                    &settings.redis_url,
+                    &settings.redis_key_prefix,
+                    2,
+                    settings.redis_timeout,
+                )
+                .map_err(|e| e.to_string())?;
+                let report = crate::reconcile::run(
+                    &settings,
+                    &store,
+                    dry_run,
+                    Duration::from_secs(wait_secs),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+                println!("{report}");
+                Ok(())
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("post-rate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

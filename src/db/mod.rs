@@ -1,0 +1,167 @@
+//! PostgreSQL: the pools, database creation, migrations and the queries (one file a table).
+//! Queries take a `&mut AsyncPgConnection` so they compose into transactions.
+
+pub mod outbox;
+pub mod posts;
+pub mod ratings;
+#[rustfmt::skip]
+pub mod schema;
+pub mod users;
+
+use std::time::Duration;
+
+use diesel::result::DatabaseErrorKind;
+use diesel::ConnectionError;
+use diesel_async::pooled_connection::deadpool::{BuildError, Object, Pool, PoolError};
+use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
+use diesel_async::{AsyncConnection, AsyncMigrationHarness, AsyncPgConnection, RunQueryDsl};
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+use futures::FutureExt;
+
+pub type PgPool = Pool<AsyncPgConnection>;
+pub type PooledConn = Object<AsyncPgConnection>;
+
+pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
+
+/// Advisory lock keys (arbitrary, fixed constants, one per purpose).
+pub mod locks {
+    /// Held while migrations run, so that instances starting together take turns.
+    pub const MIGRATE: i64 = 0x706f_7374_5f72_0001;
+    /// Held for its whole session by the one relay that leads.
+    pub const RELAY_LEADER: i64 = 0x706f_7374_5f72_0002;
+    /// Taken by every stamping transaction and held by `reconcile` while it snapshots.
+    pub const STAMP: i64 = 0x706f_7374_5f72_0003;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("database pool: {0}")]
+    Pool(#[from] PoolError),
+    #[error("database query: {0}")]
+    Query(#[from] diesel::result::Error),
+    #[error("database connection: {0}")]
+    Connect(#[from] ConnectionError),
+    #[error("database migration: {0}")]
+    Migration(String),
+}
+
+impl DbError {
+    /// True when the database is unreachable or too slow, as opposed to a bug in a query.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            DbError::Pool(_) | DbError::Connect(_) => true,
+            DbError::Query(diesel::result::Error::DatabaseError(kind, info)) => {
+                let msg = info.message();
+                matches!(kind, DatabaseErrorKind::ClosedConnection)
+                    || msg.contains("statement timeout")
+                    || msg.contains("connection")
+                    || msg.contains("terminating")
+                    || msg.contains("shutting down")
+                    || msg.contains("recovery")
+            }
+            DbError::Query(diesel::result::Error::BrokenTransactionManager) => true,
+            _ => false,
+        }
+    }
+}
+
+pub type DbResult<T> = Result<T, DbError>;
+
+#[derive(diesel::QueryableByName)]
+pub(crate) struct Count {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub n: i64,
+}
+
+/// Opens one connection whose statements time out after `timeout`, so a stuck database
+/// gives an error rather than a hang.
+pub async fn connect(url: &str, timeout: Duration) -> DbResult<AsyncPgConnection> {
+    let mut conn = tokio::time::timeout(timeout, AsyncPgConnection::establish(url))
+        .await
+        .map_err(|_| ConnectionError::BadConnection("connect timed out".into()))??;
+    diesel::sql_query(format!("SET statement_timeout = {}", timeout.as_millis()))
+        .execute(&mut conn)
+        .await?;
+    Ok(conn)
+}
+
+pub fn pool(url: &str, size: usize, timeout: Duration) -> Result<PgPool, BuildError> {
+    let mut config = ManagerConfig::default();
+    config.custom_setup = Box::new(move |url| {
+        let url = url.to_owned();
+        async move {
+            connect(&url, timeout)
+                .await
+                .map_err(|e| ConnectionError::BadConnection(e.to_string()))
+        }
+        .boxed()
+    });
+    let manager = AsyncDieselConnectionManager::new_with_config(url, config);
+    Pool::builder(manager)
+        .max_size(size)
+        .wait_timeout(Some(timeout))
+        .create_timeout(Some(timeout))
+        .recycle_timeout(Some(timeout))
+        .runtime(deadpool::Runtime::Tokio1)
+        .build()
+}
+
+/// Creates the database named in `url` when it does not exist yet.
+pub async fn create_database_if_missing(url: &str, timeout: Duration) -> DbResult<()> {
+    let mut parsed = url::Url::parse(url)
+        .map_err(|e| ConnectionError::InvalidConnectionUrl(format!("DATABASE_URL: {e}")))?;
+    let name = parsed.path().trim_start_matches('/').to_owned();
+    if name.is_empty() || name == "postgres" {
+        return Ok(());
+    }
+    parsed.set_path("/postgres");
+    let mut conn = connect(parsed.as_str(), timeout).await?;
+    let found: Vec<Count> =
+        diesel::sql_query("SELECT count(*) AS n FROM pg_database WHERE datname = $1")
+            .bind::<diesel::sql_types::Text, _>(&name)
+            .load(&mut conn)
+            .await?;
+    let found = found.into_iter().next().map_or(0, |c| c.n);
+    if found == 0 {
+        let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+        match diesel::sql_query(format!("CREATE DATABASE {quoted}"))
+            .execute(&mut conn)
+            .await
+        {
+            Ok(_) => log::info!("created database {name}"),
+            // Another instance created it at the same moment.
+            Err(diesel::result::Error::DatabaseError(_, info))
+                if info.message().contains("already exists") => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Runs the embedded migrations under an advisory lock, so that instances starting at the
+/// same time take turns instead of racing.
+pub async fn run_migrations(url: &str, timeout: Duration) -> DbResult<()> {
+    let mut lock_conn = connect(url, timeout).await?;
+    diesel::sql_query("SET statement_timeout = 0")
+        .execute(&mut lock_conn)
+        .await?;
+    diesel::sql_query(format!("SELECT pg_advisory_lock({})", locks::MIGRATE))
+        .execute(&mut lock_conn)
+        .await?;
+    let conn = connect(url, timeout).await?;
+    // The harness drives the async connection with `block_in_place`: fine at start-up on
+    // the multi-threaded runtime.
+    let mut harness = AsyncMigrationHarness::new(conn);
+    let result = harness
+        .run_pending_migrations(MIGRATIONS)
+        .map(|versions| versions.len())
+        .map_err(|e| DbError::Migration(e.to_string()));
+    diesel::sql_query(format!("SELECT pg_advisory_unlock({})", locks::MIGRATE))
+        .execute(&mut lock_conn)
+        .await?;
+    let applied = result?;
+    if applied > 0 {
+        log::info!("applied {applied} migration(s)");
+    }
+    Ok(())
+}

@@ -1,0 +1,4 @@
+//! Rating events on their way from the outbox to the stats: wire format, relay, consumer.
+
+pub mod relay;
+pub mod wire;

@@ -1,0 +1,167 @@
+//! The outbox relay: one leader at a time (a session advisory lock on its own connection)
+//! stamps outbox rows with gap-free per-partition sequences, hands them to the sink, waits
+//! for the sink to acknowledge, then deletes them. A crashed leader's stamped rows are
+//! delivered again, in order, by the next; the stats store's fence drops the duplicates.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use diesel_async::AsyncPgConnection;
+use tokio_util::sync::CancellationToken;
+
+use crate::db::{self, outbox, DbError};
+use crate::events::wire::RatingEvent;
+use crate::metrics::Metrics;
+use crate::stats::StatsStore;
+
+/// Where stamped events go.
+#[derive(Clone)]
+pub enum Sink {
+    /// No broker: apply straight to Redis, with the same fence as the consumer.
+    Embedded(StatsStore),
+}
+
+impl Sink {
+    async fn deliver(&self, events: &[RatingEvent], metrics: &Metrics) -> Result<(), String> {
+        match self {
+            Sink::Embedded(store) => {
+                let report = store.apply(events).await.map_err(|e| e.to_string())?;
+                metrics.events_applied.add(report.applied);
+                metrics.events_duplicate.add(report.duplicates);
+                metrics.events_gap.add(report.gaps);
+                Ok(())
+            }
+        }
+    }
+}
+
+pub struct Relay {
+    pub database_url: String,
+    pub timeout: Duration,
+    pub partitions: i32,
+    pub batch_size: i64,
+    pub poll: Duration,
+    pub sink: Sink,
+    pub metrics: Arc<Metrics>,
+}
+
+/// How long a stopping relay keeps delivering what is already committed.
+const DRAIN: Duration = Duration::from_secs(5);
+
+impl Relay {
+    /// Runs until `shutdown`, then delivers what the outbox holds (for up to 5 s) and stops.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut backoff = Duration::from_millis(100);
+        let drain = CancellationToken::new();
+        let stop = {
+            let drain = drain.clone();
+            let shutdown = shutdown.clone();
+            async move {
+                shutdown.cancelled().await;
+                tokio::time::sleep(DRAIN).await;
+                drain.cancel();
+            }
+        };
+        tokio::spawn(stop);
+        while !drain.is_cancelled() {
+            match self.lead(&shutdown, &drain).await {
+                Ok(Lead::Done) => return,
+                Ok(Lead::Follower) => backoff = Duration::from_secs(1),
+                Err(e) => {
+                    self.metrics.relay_errors.inc();
+                    log::warn!("relay: {e}; retrying in {backoff:?}");
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+            if shutdown.is_cancelled() {
+                return;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    async fn lead(
+        &self,
+        shutdown: &CancellationToken,
+        drain: &CancellationToken,
+    ) -> Result<Lead, DbError> {
+        let mut conn = db::connect(&self.database_url, self.timeout).await?;
+        if !outbox::try_lead(&mut conn).await? {
+            return Ok(Lead::Follower);
+        }
+        log::info!("relay: leading");
+        let mut batch = outbox::stamped(&mut conn, self.batch_size).await?;
+        if !batch.is_empty() {
+            log::info!(
+                "relay: delivering {} events stamped by an earlier leader",
+                batch.len()
+            );
+        }
+        loop {
+            if batch.is_empty() {
+                batch = outbox::stamp(&mut conn, self.partitions, self.batch_size).await?;
+            }
+            if batch.is_empty() {
+                if shutdown.is_cancelled() {
+                    return Ok(Lead::Done);
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(self.poll) => {}
+                    _ = shutdown.cancelled() => {}
+                }
+                continue;
+            }
+            if !self.deliver(&mut conn, &batch, drain).await? {
+                return Ok(Lead::Done);
+            }
+            let full = batch.len() as i64 == self.batch_size;
+            batch.clear();
+            if !full && !shutdown.is_cancelled() {
+                tokio::select! {
+                    _ = tokio::time::sleep(self.poll) => {}
+                    _ = shutdown.cancelled() => {}
+                }
+            }
+        }
+    }
+
+    /// Delivers one stamped batch, retrying the whole batch until the sink takes it, then
+    /// deletes it. False when the drain deadline passed first (the rows stay stamped).
+    async fn deliver(
+        &self,
+        conn: &mut AsyncPgConnection,
+        batch: &[outbox::Stamped],
+        drain: &CancellationToken,
+    ) -> Result<bool, DbError> {
+        let events: Vec<RatingEvent> = batch.iter().map(|s| s.event).collect();
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match self.sink.deliver(&events, &self.metrics).await {
+                Ok(()) => break,
+                Err(e) => {
+                    self.metrics.relay_errors.inc();
+                    log::warn!("relay: delivery of {} events failed: {e}", events.len());
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = drain.cancelled() => return Ok(false),
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+        let ids: Vec<i64> = batch.iter().map(|s| s.id).collect();
+        outbox::delete(conn, &ids).await?;
+        self.metrics.relay_published.add(ids.len() as u64);
+        Ok(true)
+    }
+}
+
+enum Lead {
+    /// Another relay leads.
+    Follower,
+    /// Shut down after draining.
+    Done,
+}

@@ -1,0 +1,14 @@
+//! post-rate: people rate posts from 0 to 5; exact, burst-damped stats at scale.
+
+pub mod api;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod events;
+pub mod metrics;
+pub mod reconcile;
+pub mod server;
+pub mod service;
+pub mod stats;

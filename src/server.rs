@@ -1,0 +1,191 @@
+//! Wiring: builds the state, runs the HTTP API, the relay and the consumer side by side on
+//! one Tokio runtime, and shuts them down in order on SIGINT/SIGTERM.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use actix_web::dev::ServerHandle;
+use actix_web::{web, App, HttpServer};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::cursor::CursorCodec;
+use crate::auth::TokenKeys;
+use crate::config::Settings;
+use crate::db::{self, PgPool, PooledConn};
+use crate::error::ApiError;
+use crate::events::relay::{Relay, Sink};
+use crate::metrics::Metrics;
+use crate::stats::burst::BurstDetector;
+use crate::stats::{StatsCache, StatsStore};
+
+pub type Probe =
+    Box<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
+
+pub struct AppState {
+    pub settings: Settings,
+    pub pool: PgPool,
+    pub stats: StatsCache,
+    pub burst: BurstDetector,
+    pub tokens: TokenKeys,
+    pub cursors: CursorCodec,
+    pub metrics: Arc<Metrics>,
+    /// Readiness check of the broker, when one is configured.
+    pub kafka_probe: Option<Probe>,
+}
+
+impl AppState {
+    /// A pooled connection; a pool that cannot give one in time means the database is down.
+    pub async fn db(&self) -> Result<PooledConn, ApiError> {
+        self.pool.get().await.map_err(|e| {
+            log::warn!("database unavailable: {e}");
+            ApiError::Unavailable("database")
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Db(#[from] db::DbError),
+    #[error("database pool: {0}")]
+    Pool(String),
+    #[error(transparent)]
+    Stats(#[from] crate::stats::StatsError),
+    #[error("cannot listen on BIND_ADDR={addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+}
+
+/// A started service: its address, and the means to stop it.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub state: web::Data<AppState>,
+    handle: ServerHandle,
+    server: JoinHandle<std::io::Result<()>>,
+    shutdown: CancellationToken,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops accepting, finishes in-flight requests, then lets the relay drain and the
+    /// consumer commit before returning.
+    pub async fn stop(self) {
+        self.handle.stop(true).await;
+        let _ = self.server.await;
+        self.shutdown.cancel();
+        for worker in self.workers {
+            let _ = worker.await;
+        }
+    }
+
+    /// Waits until the HTTP server ends (it is stopped by [`Running::stop`]).
+    pub async fn wait_for_signal(self) {
+        let mut sigterm =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    log::error!("cannot listen for SIGTERM: {e}");
+                    return self.stop().await;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => log::info!("SIGINT: shutting down"),
+            _ = sigterm.recv() => log::info!("SIGTERM: shutting down"),
+        }
+        self.stop().await;
+        log::info!("stopped");
+    }
+}
+
+/// Prepares the database, builds the state and starts every part the settings ask for.
+pub async fn start(settings: Settings) -> Result<Running, StartError> {
+    if settings.jwt_secret_generated {
+        log::warn!("JWT_SECRET is not set: using a random secret, tokens end with this process");
+    }
+    db::create_database_if_missing(&settings.database_url, settings.database_timeout).await?;
+    db::run_migrations(&settings.database_url, settings.database_timeout).await?;
+    let pool = db::pool(
+        &settings.database_url,
+        settings.database_pool_size,
+        settings.database_timeout,
+    )
+    .map_err(|e| StartError::Pool(e.to_string()))?;
+    let store = StatsStore::new(
+        &settings.redis_url,
+        &settings.redis_key_prefix,
+        settings.redis_pool_size,
+        settings.redis_timeout,
+    )?;
+    let metrics = Arc::new(Metrics::default());
+    let shutdown = CancellationToken::new();
+    let mut workers = Vec::new();
+    if settings.run_relay {
+        let relay = Relay {
+            database_url: settings.database_url.clone(),
+            timeout: settings.database_timeout,
+            partitions: settings.kafka_partitions,
+            batch_size: settings.relay_batch_size,
+            poll: settings.relay_poll,
+            sink: Sink::Embedded(store.clone()),
+            metrics: metrics.clone(),
+        };
+        workers.push(tokio::spawn(relay.run(shutdown.clone())));
+    }
+    let state = web::Data::new(AppState {
+        stats: StatsCache::new(
+            store,
+            settings.stats_cache_ttl,
+            settings.stats_cache_capacity,
+        ),
+        burst: BurstDetector::new(settings.burst),
+        tokens: TokenKeys::new(&settings.jwt_secret, settings.token_ttl_secs),
+        cursors: CursorCodec::new(&settings.jwt_secret),
+        pool,
+        metrics,
+        kafka_probe: None,
+        settings,
+    });
+    let app_state = state.clone();
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(app_state.clone())
+            .wrap(crate::api::problem_errors())
+            .wrap(actix_web::middleware::Logger::new(
+                "%{r}a \"%r\" %s %b %Dms",
+            ))
+            .configure(crate::api::configure)
+    })
+    .workers(state.settings.http_workers)
+    .disable_signals()
+    .shutdown_timeout(10);
+    let server = server
+        .bind(&state.settings.bind_addr)
+        .map_err(|source| StartError::Bind {
+            addr: state.settings.bind_addr.clone(),
+            source,
+        })?;
+    let addr = server
+        .addrs()
+        .first()
+        .copied()
+        .ok_or_else(|| StartError::Bind {
+            addr: state.settings.bind_addr.clone(),
+            source: std::io::Error::other("no address bound"),
+        })?;
+    let server = server.run();
+    let handle = server.handle();
+    log::info!("listening on http://{addr}");
+    Ok(Running {
+        addr,
+        state,
+        handle,
+        server: tokio::spawn(server),
+        shutdown,
+        workers,
+    })
+}

@@ -1,0 +1,6 @@
+//! What the API does, free of HTTP: each function takes the app state and typed input and
+//! returns typed output or an [`ApiError`](crate::error::ApiError).
+
+pub mod posts;
+pub mod ratings;
+pub mod users;

@@ -1,0 +1,95 @@
+//! Rating a post and withdrawing a rating (DESIGN §3).
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use chrono::{DateTime, Utc};
+
+use crate::auth::AuthUser;
+use crate::db::{self, ratings::Noop};
+use crate::error::ApiError;
+use crate::server::AppState;
+
+pub struct Rated {
+    pub post_id: i64,
+    pub score: i16,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Sets the caller's score for a post. The burst weight costs one Redis round trip (full
+/// weight when Redis is down); the rating and its outbox row are one SQL statement.
+pub async fn rate(
+    state: &AppState,
+    user: &AuthUser,
+    post_id: i64,
+    score: i16,
+) -> Result<Rated, ApiError> {
+    let weight = burst_weight(state, post_id).await;
+    let mut conn = state.db().await?;
+    // Two passes at most: the second only if the rating was withdrawn between statements.
+    for _ in 0..2 {
+        if let Some(r) = db::ratings::upsert(&mut conn, post_id, user.id, score, weight).await? {
+            state.metrics.ratings_written.inc();
+            return Ok(Rated {
+                post_id: r.post_id,
+                score: r.score,
+                updated_at: r.updated_at,
+            });
+        }
+        match db::ratings::explain_noop(&mut conn, post_id, user.id).await? {
+            Noop::NoSuchPost => return Err(ApiError::post_not_found()),
+            Noop::OwnPost => return Err(ApiError::Forbidden("you cannot rate your own post")),
+            Noop::Unchanged(r) => {
+                return Ok(Rated {
+                    post_id: r.post_id,
+                    score: r.score,
+                    updated_at: r.updated_at,
+                })
+            }
+            Noop::Raced => continue,
+        }
+    }
+    Err(ApiError::Internal(
+        "rating kept changing while being written".into(),
+    ))
+}
+
+/// The weight of a new rating in thousandths; full weight, logged and counted, when Redis
+/// cannot say.
+async fn burst_weight(state: &AppState, post_id: i64) -> i32 {
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let key = state.stats.store().burst_key(post_id);
+    let burst = &state.burst;
+    let result = state
+        .stats
+        .store()
+        .with_conn(|mut conn| async move { Ok(burst.weight(&mut conn, &key, now_ms).await?) })
+        .await;
+    match result {
+        Ok(w) => {
+            if w < 1000 {
+                state.metrics.burst_damped.inc();
+            }
+            w.clamp(0, 1000)
+        }
+        Err(e) => {
+            log::warn!("burst weight unavailable, using full weight: {e}");
+            state.metrics.redis_errors.inc();
+            1000
+        }
+    }
+}
+
+/// Withdraws the caller's rating. Withdrawing a rating that does not exist is not an error
+/// (the request is idempotent); an unknown post is.
+pub async fn withdraw(state: &AppState, user: &AuthUser, post_id: i64) -> Result<(), ApiError> {
+    let mut conn = state.db().await?;
+    if db::ratings::delete(&mut conn, post_id, user.id).await? {
+        return Ok(());
+    }
+    match db::posts::author_of(&mut conn, post_id).await? {
+        Some(_) => Ok(()),
+        None => Err(ApiError::post_not_found()),
+    }
+}

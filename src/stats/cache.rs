@@ -1,0 +1,100 @@
+//! The moka cache in front of the Redis stats reads: a page's misses load in one round
+//! trip, and concurrent misses of one post load once.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::{join_all, FutureExt};
+use moka::future::Cache;
+
+use super::{PostStats, StatsError, StatsStore};
+
+#[derive(Clone)]
+pub struct StatsCache {
+    store: StatsStore,
+    /// `None` when `STATS_CACHE_TTL_SECS=0`: every read goes to Redis.
+    cache: Option<Cache<i64, PostStats>>,
+    hits: Arc<AtomicU64>,
+    misses: Arc<AtomicU64>,
+}
+
+impl StatsCache {
+    pub fn new(store: StatsStore, ttl: Duration, capacity: u64) -> Self {
+        let cache = (!ttl.is_zero()).then(|| {
+            Cache::builder()
+                .max_capacity(capacity)
+                .time_to_live(ttl)
+                .build()
+        });
+        StatsCache {
+            store,
+            cache,
+            hits: Arc::default(),
+            misses: Arc::default(),
+        }
+    }
+
+    /// Reads answered from the cache and reads that went to Redis, since start.
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.hits.load(Ordering::Relaxed),
+            self.misses.load(Ordering::Relaxed),
+        )
+    }
+
+    pub fn store(&self) -> &StatsStore {
+        &self.store
+    }
+
+    /// The stats of these posts (ids may repeat; absent posts are all zero).
+    pub async fn get_many(&self, ids: &[i64]) -> Result<HashMap<i64, PostStats>, StatsError> {
+        let Some(cache) = &self.cache else {
+            self.misses.fetch_add(ids.len() as u64, Ordering::Relaxed);
+            return self.store.load(ids).await;
+        };
+        let mut found = HashMap::with_capacity(ids.len());
+        let mut missing = Vec::new();
+        for &id in ids {
+            match cache.get(&id).await {
+                Some(stats) => {
+                    found.insert(id, stats);
+                }
+                None if !missing.contains(&id) => missing.push(id),
+                None => {}
+            }
+        }
+        self.hits.fetch_add(found.len() as u64, Ordering::Relaxed);
+        if missing.is_empty() {
+            return Ok(found);
+        }
+        self.misses
+            .fetch_add(missing.len() as u64, Ordering::Relaxed);
+        // One shared load of every missing post; each post's entry awaits it through moka,
+        // which runs only one initializer per key, so a post another request is already
+        // loading waits for that load instead of starting its own.
+        let store = self.store.clone();
+        let batch = missing.clone();
+        let load = async move { store.load(&batch).await.map(Arc::new).map_err(Arc::new) }
+            .boxed()
+            .shared();
+        let entries = missing.iter().map(|&id| {
+            let load = load.clone();
+            async move {
+                let stats = cache
+                    .try_get_with(id, async move {
+                        load.await
+                            .map(|all| all.get(&id).copied().unwrap_or_default())
+                    })
+                    .await;
+                (id, stats)
+            }
+        });
+        for (id, stats) in join_all(entries).await {
+            let stats = stats.map_err(|e| StatsError::Shared(e.to_string()))?;
+            found.insert(id, stats);
+        }
+        Ok(found)
+    }
+}
