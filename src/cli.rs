@@ -34,11 +34,31 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         wait_secs: u64,
     },
+    /// Run the burst-damping model on a virtual clock and print a per-bucket table.
+    Simulate(crate::simulate::SimulateArgs),
 }
 
 pub fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
+    if let Some(Command::Simulate(args)) = &cli.command {
+        // Offline: the BURST_* variables are the base, flags override them.
+        let base = match Settings::from_env() {
+            Ok(s) => s.burst,
+            Err(e) => {
+                eprintln!("post-rate: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        let mut out = std::io::stdout().lock();
+        return match crate::simulate::run_with_base(args, base, &mut out) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("post-rate simulate: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let settings = match Settings::from_env() {
         Ok(s) => s,
         Err(e) => {
@@ -76,6 +96,7 @@ pub fn main() -> ExitCode {
                     .await
                     .map_err(|e| e.to_string())
             }
+            Command::Simulate(_) => Ok(()),
             Command::Reconcile { dry_run, wait_secs } => {
                 let store = StatsStore::new(
                     &settings.redis_url,

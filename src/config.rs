@@ -190,7 +190,7 @@ impl Settings {
                 bucket_secs: parse_range("BURST_BUCKET_SECS", 60, 1, 86400)?,
                 half_life_buckets: parse_range("BURST_HALF_LIFE_BUCKETS", 30.0, 0.01, 1e6)?,
                 k: parse_range("BURST_K", 3.0, 0.0, 1000.0)?,
-                floor: parse_range("BURST_FLOOR", 10.0, 0.0, 1e9)?,
+                floor: parse_range("BURST_FLOOR", 10.0, 1.0, 1e9)?,
             },
             run_relay: parse_bool("RUN_RELAY", true)?,
             run_consumer: parse_bool("RUN_CONSUMER", true)?,

@@ -11,4 +11,5 @@ pub mod metrics;
 pub mod reconcile;
 pub mod server;
 pub mod service;
+pub mod simulate;
 pub mod stats;

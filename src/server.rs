@@ -83,6 +83,17 @@ impl Running {
         }
     }
 
+    /// Stops everything at once, without draining (tests tearing down after a failure).
+    pub fn abort(self) {
+        self.shutdown.cancel();
+        for worker in &self.workers {
+            worker.abort();
+        }
+        self.server.abort();
+        // The stop command is sent when called; nobody waits for it.
+        drop(self.handle.stop(false));
+    }
+
     /// Waits until the HTTP server ends (it is stopped by [`Running::stop`]).
     pub async fn wait_for_signal(self) {
         let mut sigterm =

@@ -1,17 +1,28 @@
-//! Burst weights: how much one rating counts, given its post's recent arrival rate.
+//! Burst damping (DESIGN §5): the per-rating weight from a post's own arrival baseline.
+//!
+//! The service calls [`BurstDetector::weight`] (one Redis round trip running `burst.lua`).
+//! [`BurstState`] is the same algorithm in plain Rust, used by `post-rate simulate` and by
+//! the property tests; a test keeps the two arithmetically identical.
 
-/// `BURST_*` settings (DESIGN §5).
+use redis::aio::ConnectionLike;
+
+/// Tuning of the detector; read from BURST_BUCKET_SECS, BURST_HALF_LIFE_BUCKETS, BURST_K and
+/// BURST_FLOOR by the config module.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BurstConfig {
+    /// Length of one bucket in seconds (B).
     pub bucket_secs: u32,
+    /// Half-life of the baseline, in buckets (H); `alpha = 1 - 2^(-1/H)`.
     pub half_life_buckets: f64,
+    /// Standard deviations above the mean that still count as organic.
     pub k: f64,
+    /// The constant `c` added to the limit; it is the whole limit of a post with no history.
     pub floor: f64,
 }
 
 impl Default for BurstConfig {
     fn default() -> Self {
-        BurstConfig {
+        Self {
             bucket_secs: 60,
             half_life_buckets: 30.0,
             k: 3.0,
@@ -20,23 +31,179 @@ impl Default for BurstConfig {
     }
 }
 
-/// Full weight for every rating until the damping model lands.
+/// A [`BurstConfig`] value the detector cannot work with.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum BurstConfigError {
+    #[error("BURST_BUCKET_SECS must be at least 1")]
+    BucketSecs,
+    #[error("BURST_HALF_LIFE_BUCKETS must be a finite number > 0, got {0}")]
+    HalfLife(f64),
+    #[error("BURST_K must be a finite number >= 0, got {0}")]
+    K(f64),
+    // Below 1 the first rating of a new post would already be damped.
+    #[error("BURST_FLOOR must be a finite number >= 1, got {0}")]
+    Floor(f64),
+}
+
+impl BurstConfig {
+    /// Checks the values; the config module calls this so a bad env var fails at start.
+    pub fn validate(&self) -> Result<(), BurstConfigError> {
+        if self.bucket_secs == 0 {
+            return Err(BurstConfigError::BucketSecs);
+        }
+        if !(self.half_life_buckets.is_finite() && self.half_life_buckets > 0.0) {
+            return Err(BurstConfigError::HalfLife(self.half_life_buckets));
+        }
+        if !(self.k.is_finite() && self.k >= 0.0) {
+            return Err(BurstConfigError::K(self.k));
+        }
+        if !(self.floor.is_finite() && self.floor >= 1.0) {
+            return Err(BurstConfigError::Floor(self.floor));
+        }
+        Ok(())
+    }
+
+    /// EWMA smoothing factor per bucket.
+    pub fn alpha(&self) -> f64 {
+        1.0 - 2f64.powf(-1.0 / self.half_life_buckets)
+    }
+
+    /// Seconds an idle post's state lives in Redis (the script sets the same value): 32
+    /// half-lives, after which mu has decayed by 2^-32, so dropping it changes nothing
+    /// that matters.
+    pub fn state_ttl_secs(&self) -> u64 {
+        (f64::from(self.bucket_secs) * self.half_life_buckets * 32.0).ceil() as u64
+    }
+
+    fn bucket_of(&self, now_ms: i64) -> i64 {
+        now_ms.div_euclid(i64::from(self.bucket_secs) * 1000)
+    }
+}
+
+/// Runs `burst.lua` against Redis; cheap to clone, one per process is enough.
 #[derive(Debug, Clone)]
 pub struct BurstDetector {
-    pub config: BurstConfig,
+    script: redis::Script,
+    config: BurstConfig,
 }
 
 impl BurstDetector {
     pub fn new(config: BurstConfig) -> Self {
-        BurstDetector { config }
+        Self {
+            script: redis::Script::new(include_str!("burst.lua")),
+            config,
+        }
     }
 
-    pub async fn weight<C: redis::aio::ConnectionLike + Send>(
+    pub fn config(&self) -> &BurstConfig {
+        &self.config
+    }
+
+    /// The weight (thousandths, 0..=1000) of one rating arriving at `now_ms` for the post
+    /// whose state lives at `key` (`{REDIS_KEY_PREFIX}burst:{post_id}`). Records the arrival.
+    pub async fn weight<C: ConnectionLike + Send>(
         &self,
-        _conn: &mut C,
-        _key: &str,
-        _now_ms: i64,
+        conn: &mut C,
+        key: &str,
+        now_ms: i64,
     ) -> redis::RedisResult<i32> {
-        Ok(1000)
+        self.script
+            .key(key)
+            .arg(now_ms)
+            .arg(self.config.bucket_secs)
+            .arg(self.config.half_life_buckets)
+            .arg(self.config.k)
+            .arg(self.config.floor)
+            .invoke_async(conn)
+            .await
     }
 }
+
+/// One post's detector state: the Rust twin of the `burst.lua` hash.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BurstState {
+    /// Current bucket index; `None` for a post never seen (or whose state expired).
+    pub bucket: Option<i64>,
+    /// Arrivals in the current bucket so far.
+    pub arrivals: u64,
+    /// EWMA of arrivals per finished bucket.
+    pub mu: f64,
+    /// EWMA variance of arrivals per finished bucket.
+    pub var: f64,
+}
+
+/// What [`BurstState::observe`] saw for one rating.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Observation {
+    /// The rating's weight in thousandths, as the Lua script returns it.
+    pub weight_milli: i32,
+    /// The upper control limit the rating was judged against.
+    pub ucl: f64,
+    /// Its position in its bucket (1 = first arrival).
+    pub arrivals: u64,
+    pub bucket: i64,
+}
+
+impl BurstState {
+    /// Upper control limit of the current state: `mu + k*sqrt(var) + c`.
+    pub fn ucl(&self, cfg: &BurstConfig) -> f64 {
+        self.mu + cfg.k * self.var.sqrt() + cfg.floor
+    }
+
+    /// The limit a rating arriving at `now_ms` would be judged against (records nothing).
+    pub fn ucl_at(&self, now_ms: i64, cfg: &BurstConfig) -> f64 {
+        self.clone().observe(now_ms, cfg).ucl
+    }
+
+    /// Records one rating at `now_ms` and returns its weight; mirrors `burst.lua` line by line.
+    pub fn observe(&mut self, now_ms: i64, cfg: &BurstConfig) -> Observation {
+        let now = cfg.bucket_of(now_ms);
+        match self.bucket {
+            None => {
+                self.bucket = Some(now);
+                self.arrivals = 0;
+            }
+            Some(b) if now > b => {
+                self.roll_over(now - b - 1, cfg);
+                self.bucket = Some(now);
+                self.arrivals = 0;
+            }
+            // A lagging clock counts into the current bucket, as in the script.
+            Some(_) => {}
+        }
+        self.arrivals += 1;
+        let ucl = self.ucl(cfg);
+        let x = self.arrivals as f64;
+        let weight_milli = if x > ucl {
+            (1000.0 * ucl / x + 0.5).floor() as i32
+        } else {
+            1000
+        };
+        Observation {
+            weight_milli,
+            ucl,
+            arrivals: self.arrivals,
+            bucket: self.bucket.unwrap_or(now),
+        }
+    }
+
+    /// Folds the finished bucket (capped at its UCL) and then `idle` empty buckets.
+    fn roll_over(&mut self, idle: i64, cfg: &BurstConfig) {
+        let alpha = cfg.alpha();
+        let keep = 1.0 - alpha;
+        let d = (self.arrivals as f64).min(self.ucl(cfg)) - self.mu;
+        self.mu += alpha * d;
+        self.var = keep * (self.var + alpha * d * d);
+        if idle > 0 {
+            // n folds of 0 in closed form: mu_n = r*mu, var_n = r*var + mu^2*r*(1-r), r = keep^n.
+            let r = keep.powf(idle as f64);
+            self.var = r * self.var + self.mu * self.mu * r * (1.0 - r);
+            self.mu *= r;
+        }
+    }
+}
+
+#[cfg(test)]
+mod properties;
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,157 @@
+//! Tests of the simulate subcommand: pattern syntax, the per-bucket table, the printed output.
+
+use super::*;
+
+fn args(scenario: Scenario, pattern: Option<&str>) -> SimulateArgs {
+    SimulateArgs {
+        scenario,
+        pattern: pattern.map(str::to_string),
+        rate: 100.0,
+        bucket_secs: None,
+        half_life_buckets: None,
+        k: None,
+        floor: None,
+        seed: 1,
+        every: 0,
+    }
+}
+
+fn output(a: &SimulateArgs) -> io::Result<String> {
+    let mut out = Vec::new();
+    run(a, &mut out)?;
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+#[test]
+fn pattern_syntax() {
+    let cfg = BurstConfig::default();
+    let segs = parse_pattern("60x5, 2x2500@0,3x0", &cfg).map_err(|e| e.to_string());
+    let even = |count, buckets: i64| Arrivals::Even {
+        count,
+        duration_ms: buckets * 60_000,
+    };
+    assert_eq!(
+        segs,
+        Ok(vec![
+            Segment {
+                arrivals: even(300, 60),
+                score: None
+            },
+            Segment {
+                arrivals: even(5000, 2),
+                score: Some(0)
+            },
+            Segment {
+                arrivals: even(0, 3),
+                score: None
+            },
+        ])
+    );
+    for bad in [
+        "",
+        "5",
+        "2x2500@9",
+        "0x5",
+        "axb",
+        "2x@1",
+        "10000001x1",
+        "1x20000001",
+    ] {
+        let err = parse_pattern(bad, &cfg).map(|_| ()).map_err(|e| e.kind());
+        assert_eq!(
+            err,
+            Err(io::ErrorKind::InvalidInput),
+            "{bad:?} was accepted"
+        );
+    }
+}
+
+#[test]
+fn custom_pattern_table_counts_damps_and_shows_idle_buckets() -> io::Result<()> {
+    let cfg = BurstConfig::default();
+    let segs = parse_pattern("60x5@4,2x0,2x2500@0", &cfg)?;
+    let rows = table(&events(&segs, &cfg, &mut Rng::new(1)), &cfg);
+    assert_eq!(rows.len(), 64);
+    assert!(rows[..60].iter().all(|r| r.arrivals == 5 && !r.damped()));
+    assert_eq!((rows[60].arrivals, rows[61].arrivals), (0, 0));
+    // A new post: UCL = floor in bucket 0, then the baseline grows towards 5 a bucket.
+    assert_eq!(rows[0].ucl, 10.0);
+    // Idle rows carry the limit a rating would have met there (an empty bucket is folded too).
+    assert!(rows[60..62]
+        .iter()
+        .all(|r| r.ucl >= 10.0 && r.ucl < 30.0 && r.ucl != rows[59].ucl));
+    let bomb = &rows[62];
+    assert_eq!(bomb.arrivals, 2500);
+    assert!(
+        (0.02..0.06).contains(&bomb.mean_weight()),
+        "bomb bucket mean weight {}",
+        bomb.mean_weight()
+    );
+    let last = rows[63];
+    assert_eq!(
+        last.raw_avg.map(|a| (a * 1e4).round()),
+        Some((4.0 * 300.0 / 5300.0 * 1e4_f64).round())
+    );
+    let damped = last.damped_avg.unwrap_or(0.0);
+    assert!(
+        (2.0..2.4).contains(&damped),
+        "damped average {damped} should stay far above the raw one"
+    );
+    Ok(())
+}
+
+#[test]
+fn bomb_output_is_a_short_readable_table() -> io::Result<()> {
+    let text = output(&args(Scenario::Bomb, None))?;
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[0].starts_with("burst simulation: B=60s H=30 buckets k=3 floor=10, 15000 ratings"),
+        "{}",
+        lines[0]
+    );
+    assert!(lines[1].contains("arrivals") && lines[1].contains("damped_avg"));
+    assert!(lines.len() < 60, "{} lines", lines.len());
+    // Both bomb buckets are shown, with 2,500 arrivals each.
+    let bomb_rows = lines
+        .iter()
+        .filter(|l| l.split_whitespace().nth(2) == Some("2500"))
+        .count();
+    assert_eq!(bomb_rows, 2, "{text}");
+    assert!(lines
+        .last()
+        .is_some_and(|l| l.contains("% of ratings fell in damped buckets")));
+    // Same seed, same table; another seed, another one.
+    assert_eq!(output(&args(Scenario::Bomb, None))?, text);
+    let mut other = args(Scenario::Bomb, None);
+    other.seed = 2;
+    assert_ne!(output(&other)?, text);
+    Ok(())
+}
+
+#[test]
+fn overrides_and_bad_input() -> io::Result<()> {
+    let mut a = args(Scenario::Custom, Some("3x4,1x40@0"));
+    (a.bucket_secs, a.floor, a.every) = (Some(1), Some(2.0), 1);
+    let text = output(&a)?;
+    assert!(
+        text.starts_with(
+            "burst simulation: B=1s H=30 buckets k=3 floor=2, 52 ratings in 4 buckets"
+        ),
+        "{text}"
+    );
+    assert_eq!(text.lines().count(), 2 + 4 + 1);
+    a.floor = Some(0.0);
+    assert_eq!(
+        output(&a).map_err(|e| e.kind()),
+        Err(io::ErrorKind::InvalidInput)
+    );
+    let no_pattern = output(&args(Scenario::Custom, None)).map_err(|e| e.kind());
+    assert_eq!(no_pattern, Err(io::ErrorKind::InvalidInput));
+    let mut steady = args(Scenario::Steady, None);
+    steady.rate = -1.0;
+    assert_eq!(
+        output(&steady).map_err(|e| e.kind()),
+        Err(io::ErrorKind::InvalidInput)
+    );
+    Ok(())
+}

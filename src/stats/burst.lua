@@ -1,0 +1,67 @@
+--! burst.lua: the per-post burst detector of DESIGN §5, one atomic step per rating.
+--
+-- KEYS[1]  the post's burst-state hash ({REDIS_KEY_PREFIX}burst:{post_id})
+-- ARGV[1]  now_ms: the caller's clock (never Redis TIME, so tests drive a virtual clock)
+-- ARGV[2]  bucket_secs   ARGV[3] half_life_buckets   ARGV[4] k   ARGV[5] floor (c)
+-- Returns the rating's weight in thousandths, 0..1000.
+--
+-- Hash fields: b = current bucket index, x = arrivals in it, mu / var = exponentially
+-- weighted mean and variance of arrivals per finished bucket.
+-- This must stay arithmetically identical to BurstState::observe in burst.rs (a test
+-- runs both on the same arrivals): same operations, same order.
+
+local now_ms = tonumber(ARGV[1])
+local bucket_secs = tonumber(ARGV[2])
+local half_life = tonumber(ARGV[3])
+local k = tonumber(ARGV[4])
+local c = tonumber(ARGV[5])
+
+local bucket = math.floor(now_ms / (bucket_secs * 1000))
+local alpha = 1 - 2 ^ (-1 / half_life)
+local keep = 1 - alpha
+
+local st = redis.call('HMGET', KEYS[1], 'b', 'x', 'mu', 'var')
+local b = tonumber(st[1])
+local x = tonumber(st[2]) or 0
+local mu = tonumber(st[3]) or 0
+local var = tonumber(st[4]) or 0
+
+if b == nil then
+  -- A new (or expired) post: no history, so mu = var = 0 and UCL = c for its first bucket.
+  b = bucket
+  x = 0
+elseif bucket > b then
+  -- Fold the finished bucket, capped at its own UCL so an attack can lift the
+  -- baseline by at most (UCL - mu) per bucket, never by its full size.
+  local ucl = mu + k * math.sqrt(var) + c
+  local d = math.min(x, ucl) - mu
+  mu = mu + alpha * d
+  var = keep * (var + alpha * d * d)
+  -- Idle buckets (0 arrivals) in closed form instead of a loop: n zero folds give
+  -- mu_n = r*mu and var_n = r*var + mu^2 * r * (1 - r), with r = keep^n.
+  local idle = bucket - b - 1
+  if idle > 0 then
+    local r = keep ^ idle
+    var = r * var + mu * mu * r * (1 - r)
+    mu = r * mu
+  end
+  b = bucket
+  x = 0
+end
+-- bucket < b (a writer whose clock lags another's) counts into the current bucket:
+-- the state never moves backwards.
+
+x = x + 1
+local ucl = mu + k * math.sqrt(var) + c
+local w = 1000
+if x > ucl then
+  w = math.floor(1000 * ucl / x + 0.5)
+end
+
+-- %.17g round-trips a double exactly, so the stored state loses nothing between calls.
+redis.call('HSET', KEYS[1], 'b', string.format('%.0f', b), 'x', string.format('%.0f', x),
+  'mu', string.format('%.17g', mu), 'var', string.format('%.17g', var))
+-- After 32 half-lives mu has decayed by 2^-32 and sqrt(var) by at least 2^-16 of
+-- sqrt(var + mu^2): the state is as good as a fresh one, so Redis may forget it.
+redis.call('EXPIRE', KEYS[1], math.ceil(bucket_secs * half_life * 32))
+return w

@@ -1,0 +1,255 @@
+//! The properties DESIGN §5 and issue 4 promise, checked on the Rust model with a virtual clock.
+
+use super::{BurstConfig, BurstState};
+use crate::simulate::Rng;
+
+const MIN_MS: i64 = 60_000;
+const HOUR_MS: i64 = 60 * MIN_MS;
+
+/// A post's rating stream: the model plus the plain and weighted sums the stats store keeps.
+pub(super) struct Stream {
+    pub cfg: BurstConfig,
+    state: BurstState,
+    n: u64,
+    sum: u64,
+    w_sum: i64,
+    ws_sum: i64,
+}
+
+impl Stream {
+    pub fn new(cfg: BurstConfig) -> Self {
+        Self {
+            cfg,
+            state: BurstState::default(),
+            n: 0,
+            sum: 0,
+            w_sum: 0,
+            ws_sum: 0,
+        }
+    }
+
+    /// Rates at `at_ms` and returns the weight in thousandths.
+    pub fn rate(&mut self, at_ms: i64, score: u8) -> i32 {
+        let w = self.state.observe(at_ms, &self.cfg).weight_milli;
+        self.add(score, w);
+        w
+    }
+
+    /// Adds a rating whose weight came from elsewhere (the Lua script).
+    pub fn add(&mut self, score: u8, weight_milli: i32) {
+        self.n += 1;
+        self.sum += u64::from(score);
+        self.w_sum += i64::from(weight_milli);
+        self.ws_sum += i64::from(weight_milli) * i64::from(score);
+    }
+
+    pub fn raw(&self) -> f64 {
+        self.sum as f64 / self.n as f64
+    }
+
+    pub fn damped(&self) -> f64 {
+        self.ws_sum as f64 / self.w_sum as f64
+    }
+}
+
+/// Poisson arrival times from `start_ms` at `per_min`, until `end_ms` or `max` arrivals.
+fn poisson(rng: &mut Rng, per_min: f64, start_ms: i64, end_ms: i64, max: usize) -> Vec<i64> {
+    let (mut t, mut out) = (start_ms as f64, Vec::new());
+    while out.len() < max {
+        t += rng.exp(MIN_MS as f64 / per_min);
+        if t >= end_ms as f64 {
+            break;
+        }
+        out.push(t as i64);
+    }
+    out
+}
+
+#[test]
+fn steady_organic_traffic_keeps_averages_together_and_full_weight() {
+    for (per_min, seed) in [(1.0, 11), (10.0, 12), (100.0, 13), (1000.0, 14)] {
+        let mut rng = Rng::new(seed);
+        let mut s = Stream::new(BurstConfig::default());
+        let (mut late, mut late_full, mut max_gap) = (0u64, 0u64, 0f64);
+        for at in poisson(&mut rng, per_min, 0, 24 * HOUR_MS, usize::MAX) {
+            let score = rng.organic_score();
+            let w = s.rate(at, score);
+            if at >= HOUR_MS {
+                late += 1;
+                late_full += u64::from(w == 1000);
+                max_gap = max_gap.max((s.damped() - s.raw()).abs());
+            }
+        }
+        let full = late_full as f64 / late as f64;
+        println!("steady {per_min}/min: max |damped-raw| after 1 h {max_gap:.5}, final {:.5}, full weight after 1 h {:.4}%", (s.damped() - s.raw()).abs(), 100.0 * full);
+        assert!(
+            max_gap < 0.02,
+            "{per_min}/min: averages drifted apart by {max_gap}"
+        );
+        assert!(
+            full >= 0.99,
+            "{per_min}/min: only {full} of ratings after the first hour at full weight"
+        );
+    }
+}
+
+/// 10,000 organic ratings (mean 4.2) at 5 a minute; returns the stream and the next bucket start.
+fn organic_history(seed: u64) -> (Stream, i64) {
+    let mut rng = Rng::new(seed);
+    let mut s = Stream::new(BurstConfig::default());
+    let times = poisson(&mut rng, 5.0, 0, i64::MAX, 10_000);
+    for &at in &times {
+        s.rate(at, rng.organic_score());
+    }
+    let last = times.last().copied().unwrap_or(0);
+    (s, (last / MIN_MS + 1) * MIN_MS)
+}
+
+/// 5,000 zeros spread evenly over the 2 minutes from `start_ms`.
+fn bomb(s: &mut Stream, start_ms: i64) {
+    for i in 0..5_000 {
+        s.rate(start_ms + i * 2 * MIN_MS / 5_000, 0);
+    }
+}
+
+#[test]
+fn a_bomb_barely_moves_the_average() {
+    for seed in [21, 22, 23] {
+        let (mut s, start) = organic_history(seed);
+        let (damped, raw) = (s.damped(), s.raw());
+        // The bomb fills two whole buckets: "within 2 minutes" of B = 60 s.
+        bomb(&mut s, start);
+        let (moved, fell) = (damped - s.damped(), raw - s.raw());
+        println!(
+            "bomb seed {seed}: damped {damped:.4} -> {:.4} (moved {moved:.4}), raw fell {fell:.4}",
+            s.damped()
+        );
+        assert!(moved.abs() < 0.15, "the average moved by {moved}");
+        assert!(fell > 1.2, "the raw average fell by only {fell}");
+    }
+}
+
+#[test]
+fn a_sustained_change_gets_through() {
+    let (mut s, start) = organic_history(31);
+    bomb(&mut s, start);
+    let mut rng = Rng::new(32);
+    let begin = start + 2 * MIN_MS;
+    let (mut n, mut full) = (0u64, 0u64);
+    for at in poisson(&mut rng, 50.0, begin, begin + 24 * HOUR_MS, usize::MAX) {
+        let w = s.rate(at, rng.organic_score());
+        if at >= begin + 18 * HOUR_MS {
+            n += 1;
+            full += u64::from(w == 1000);
+        }
+    }
+    let share = full as f64 / n as f64;
+    println!(
+        "shift: {n} ratings in the last 6 h, {:.4}% at full weight",
+        100.0 * share
+    );
+    assert!(n > 17_000, "the stream is too thin: {n}");
+    assert!(share >= 0.99, "only {share} of the last 6 h at full weight");
+}
+
+/// Issue 4's acceptance traffic with BURST_BUCKET_SECS=1, BURST_FLOOR=2: 60 s of organic
+/// ratings at `per_sec` (Poisson or evenly spaced) on a new post, then as many zeros within
+/// 2 s starting `offset_ms` after a second boundary. Returns (events, organic count).
+pub(super) fn acceptance_events(
+    per_sec: f64,
+    poisson_arrivals: bool,
+    offset_ms: i64,
+    seed: u64,
+) -> (Vec<(i64, u8)>, usize) {
+    let base = 1_700_000_000_000i64;
+    let mut rng = Rng::new(seed);
+    let times: Vec<i64> = if poisson_arrivals {
+        poisson(&mut rng, per_sec * 60.0, base, base + MIN_MS, usize::MAX)
+    } else {
+        let n = (per_sec * 60.0) as i64;
+        (0..n).map(|i| base + i * MIN_MS / n).collect()
+    };
+    let mut events: Vec<(i64, u8)> = times.iter().map(|&t| (t, rng.organic_score())).collect();
+    let n = events.len() as i64;
+    let bomb_at = base + MIN_MS + 1_000 + offset_ms;
+    events.extend((0..n).map(|i| (bomb_at + i * 2_000 / n, 0)));
+    (events, n as usize)
+}
+
+pub(super) fn acceptance_config() -> BurstConfig {
+    BurstConfig {
+        bucket_secs: 1,
+        floor: 2.0,
+        ..BurstConfig::default()
+    }
+}
+
+/// (|damped - raw| after the organic minute, damped move / raw move after the bomb).
+pub(super) fn acceptance_outcome(
+    events: &[(i64, u8)],
+    organic: usize,
+    weights: &[i32],
+) -> (f64, f64) {
+    let mut s = Stream::new(acceptance_config());
+    let mut before = (0.0, 0.0);
+    for (i, (&(_, score), &w)) in events.iter().zip(weights).enumerate() {
+        if i == organic {
+            before = (s.damped(), s.raw());
+        }
+        s.add(score, w);
+    }
+    (
+        (before.0 - before.1).abs(),
+        (before.0 - s.damped()) / (before.1 - s.raw()),
+    )
+}
+
+pub(super) fn model_weights(events: &[(i64, u8)]) -> Vec<i32> {
+    let (cfg, mut state) = (acceptance_config(), BurstState::default());
+    events
+        .iter()
+        .map(|&(at, _)| state.observe(at, &cfg).weight_milli)
+        .collect()
+}
+
+fn acceptance(per_sec: f64, poisson_arrivals: bool, offset_ms: i64) -> (f64, f64) {
+    let (events, organic) = acceptance_events(per_sec, poisson_arrivals, offset_ms, 41);
+    acceptance_outcome(&events, organic, &model_weights(&events))
+}
+
+#[test]
+fn one_second_buckets_pass_the_issue_4_acceptance() {
+    // (rate/s, Poisson?, bomb offset ms): offset 0 = 2 buckets, 500 = straddles 3.
+    let cases = [
+        (5.0, true, 0),
+        (10.0, true, 0),
+        (10.0, true, 500),
+        (20.0, true, 0),
+        (20.0, true, 500),
+        (1.0, false, 0),
+    ];
+    for (per_sec, p, offset) in cases {
+        let (gap, ratio) = acceptance(per_sec, p, offset);
+        println!("1-s buckets, {per_sec}/s poisson={p} offset={offset}ms: |damped-raw| {gap:.4}, damped/raw move {ratio:.3}");
+        assert!(gap <= 0.05, "{per_sec}/s: averages {gap} apart");
+        assert!(
+            ratio <= 0.6,
+            "{per_sec}/s offset {offset}: damped moved {ratio} of raw"
+        );
+    }
+}
+
+/// Cases the defaults do NOT meet (see README-burst.md, "Limits"); run with `--ignored` to
+/// see the numbers. Kept as failing checks, not loosened ones.
+#[test]
+#[ignore = "known gap of the DESIGN §5 formula: bombs straddling 3 buckets, and 1/s Poisson traffic"]
+fn known_gaps() {
+    let (mut s, start) = organic_history(21);
+    let damped = s.damped();
+    bomb(&mut s, start + 30_000);
+    let moved = damped - s.damped();
+    let (_, one_per_sec) = acceptance(1.0, true, 0);
+    let (_, five_straddled) = acceptance(5.0, true, 500);
+    println!("bomb over 3 buckets moved {moved:.4}; 1/s Poisson ratio {one_per_sec:.3}; 5/s straddled {five_straddled:.3}");
+    assert!(moved < 0.15 && one_per_sec <= 0.6 && five_straddled <= 0.6);
+}

@@ -1,0 +1,246 @@
+//! Unit tests of the burst model, and the Lua script checked against it on a real Redis.
+
+use super::properties::{acceptance_config, acceptance_events, acceptance_outcome, model_weights};
+use super::*;
+use crate::simulate::Rng;
+
+const MIN: i64 = 60_000;
+
+fn cfg() -> BurstConfig {
+    BurstConfig::default()
+}
+
+/// Feeds `n` ratings into the bucket that starts at `bucket_start_ms`; returns the weights.
+fn fill(s: &mut BurstState, bucket_start_ms: i64, n: u64) -> Vec<i32> {
+    (0..n)
+        .map(|i| {
+            s.observe(bucket_start_ms + (i % 1000) as i64, &cfg())
+                .weight_milli
+        })
+        .collect()
+}
+
+#[test]
+fn first_bucket_of_a_new_post_is_limited_by_the_floor() {
+    let mut s = BurstState::default();
+    let w = fill(&mut s, 5 * MIN, 20);
+    // No history: mu = var = 0, so UCL = floor = 10 and the first 10 ratings count fully.
+    assert_eq!(s.ucl(&cfg()), 10.0);
+    assert!(w[..10].iter().all(|&w| w == 1000), "{w:?}");
+    assert_eq!(w[10], 909); // 10/11
+    assert_eq!(w[19], 500); // 10/20
+}
+
+#[test]
+fn rollover_folds_the_finished_bucket() {
+    let mut s = BurstState::default();
+    fill(&mut s, 0, 5);
+    let o = s.observe(MIN + 1, &cfg());
+    let a = cfg().alpha();
+    assert!((a - 0.022_840_6).abs() < 1e-6, "alpha {a}");
+    assert!((s.mu - a * 5.0).abs() < 1e-12);
+    assert!((s.var - (1.0 - a) * a * 25.0).abs() < 1e-12);
+    assert_eq!((o.bucket, o.arrivals, o.weight_milli), (1, 1, 1000));
+    assert!((o.ucl - (s.mu + 3.0 * s.var.sqrt() + 10.0)).abs() < 1e-12);
+}
+
+#[test]
+fn idle_buckets_decay_in_closed_form() {
+    // A baseline of ~50/bucket, then 29 idle buckets and one rating in the 30th.
+    let mut s = BurstState::default();
+    for b in 0..400 {
+        fill(&mut s, b * MIN, 50);
+    }
+    let before = s.clone();
+    s.observe(429 * MIN, &cfg());
+    // Reference: fold the last bucket, then 29 zero buckets one at a time.
+    let a = cfg().alpha();
+    let fold = |(mu, var): (f64, f64), x: f64| {
+        let d = x.min(mu + 3.0 * var.sqrt() + 10.0) - mu;
+        (mu + a * d, (1.0 - a) * (var + a * d * d))
+    };
+    let last = fold((before.mu, before.var), 50.0);
+    let after_last = last.0;
+    let (mu, var) = (0..29).fold(last, |st, _| fold(st, 0.0));
+    assert!((s.mu - mu).abs() < 1e-9 * mu, "{} vs {mu}", s.mu);
+    assert!((s.var - var).abs() < 1e-9 * var, "{} vs {var}", s.var);
+    // 29 of H = 30 buckets: the mean has almost halved.
+    assert!((s.mu / after_last - 2f64.powf(-29.0 / 30.0)).abs() < 1e-9);
+    // A post idle for years is back to a new post's limit, in O(1).
+    s.observe(429 * MIN + 1_000_000_000 * MIN, &cfg());
+    assert!(s.mu < 1e-12 && s.var < 1e-12);
+    assert!((s.ucl(&cfg()) - 10.0).abs() < 1e-9);
+}
+
+#[test]
+fn an_attack_cannot_train_the_baseline_upward() {
+    let mut s = BurstState::default();
+    for b in 0..500 {
+        fill(&mut s, b * MIN, 5);
+    }
+    // The first rating of bucket 500 folds bucket 499: from here the state is the baseline.
+    let first = s.observe(500 * MIN, &cfg());
+    let (mu0, ucl0) = (s.mu, first.ucl);
+    assert!(
+        (4.5..5.5).contains(&mu0) && ucl0 < 18.0,
+        "mu {mu0}, ucl {ucl0}"
+    );
+    // One bucket of 10,000 raises mu by alpha * (UCL - mu) at most, not alpha * 10,000.
+    fill(&mut s, 500 * MIN, 9_999);
+    s.observe(501 * MIN, &cfg());
+    let bound = mu0 + cfg().alpha() * (ucl0 - mu0);
+    assert!((s.mu - bound).abs() < 1e-9, "mu {} vs capped {bound}", s.mu);
+    // Ten more attack buckets: the limit grows geometrically (that is how a real, lasting
+    // change gets through) but stays far below the attack; uncapped, mu would be ~2,250.
+    for b in 501..511 {
+        fill(&mut s, b * MIN, 10_000);
+    }
+    let w = s.observe(511 * MIN - 1, &cfg());
+    println!(
+        "after 11 attack buckets: mu {} var {} ucl {} weight {}",
+        s.mu, s.var, w.ucl, w.weight_milli
+    );
+    assert!(w.ucl < 80.0, "ucl {} (was {ucl0})", w.ucl);
+    assert!(s.mu < 15.0, "mu {}", s.mu);
+    assert!(w.weight_milli <= 8, "weight {}", w.weight_milli);
+}
+
+#[test]
+fn a_lagging_clock_counts_into_the_current_bucket() {
+    let mut s = BurstState::default();
+    s.observe(10 * MIN, &cfg());
+    let o = s.observe(9 * MIN, &cfg());
+    assert_eq!((o.bucket, o.arrivals), (10, 2));
+}
+
+#[test]
+fn config_is_validated() {
+    assert_eq!(cfg().validate(), Ok(()));
+    assert_eq!(cfg().state_ttl_secs(), 57_600);
+    let bad = |f: fn(&mut BurstConfig)| {
+        let mut c = cfg();
+        f(&mut c);
+        c.validate().is_err()
+    };
+    assert!(bad(|c| c.bucket_secs = 0));
+    assert!(bad(|c| c.half_life_buckets = 0.0));
+    assert!(bad(|c| c.k = f64::NAN));
+    assert!(bad(|c| c.floor = 0.5));
+}
+
+async fn redis() -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    redis::Client::open(url)?
+        .get_multiplexed_async_connection()
+        .await
+}
+
+/// A key prefix no other test (or run) uses.
+fn prefix(name: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("burst-test:{name}:{}:{nanos}:", std::process::id())
+}
+
+#[tokio::test]
+async fn lua_script_matches_the_model() -> redis::RedisResult<()> {
+    let mut conn = redis().await?;
+    let key = format!("{}burst:1", prefix("match"));
+    let cfg = BurstConfig {
+        bucket_secs: 10,
+        half_life_buckets: 7.5,
+        k: 2.5,
+        floor: 4.0,
+    };
+    let detector = BurstDetector::new(cfg);
+    let (mut rng, mut state, mut t) = (Rng::new(7), BurstState::default(), 1_700_000_000_000i64);
+    let (mut worst, mut calls) = (0i32, 0);
+    for _ in 0..60 {
+        // Phases: steady trickle, a burst inside one bucket, or an idle gap (up to ~3 years).
+        let (n, gap_ms) = match rng.next_u64() % 3 {
+            0 => (rng.next_u64() % 40, rng.exp(3_000.0)),
+            1 => (200 + rng.next_u64() % 300, rng.exp(20.0)),
+            _ => (1, rng.exp(1e7) * (1 + rng.next_u64() % 10_000) as f64),
+        };
+        for _ in 0..n {
+            t += gap_ms as i64;
+            let lua = detector.weight(&mut conn, &key, t).await?;
+            let model = state.observe(t, &cfg).weight_milli;
+            worst = worst.max((lua - model).abs());
+            calls += 1;
+        }
+    }
+    let stored: (Option<f64>, Option<f64>, Option<i64>) = redis::cmd("HMGET")
+        .arg(&key)
+        .arg("mu")
+        .arg("var")
+        .arg("x")
+        .query_async(&mut conn)
+        .await?;
+    let ttl: i64 = redis::cmd("TTL").arg(&key).query_async(&mut conn).await?;
+    let _: () = redis::cmd("DEL").arg(&key).query_async(&mut conn).await?;
+    assert!(calls > 3_000, "only {calls} calls");
+    assert!(
+        worst <= 1,
+        "Lua and model weights differ by {worst} thousandths"
+    );
+    let (mu, var) = (stored.0.unwrap_or(f64::NAN), stored.1.unwrap_or(f64::NAN));
+    assert!(
+        (mu - state.mu).abs() <= 1e-9 * state.mu.max(1.0),
+        "mu {mu} vs {}",
+        state.mu
+    );
+    assert!(
+        (var - state.var).abs() <= 1e-9 * state.var.max(1.0),
+        "var {var} vs {}",
+        state.var
+    );
+    assert_eq!(stored.2, Some(state.arrivals as i64));
+    assert!(ttl > 0 && ttl as u64 <= cfg.state_ttl_secs(), "ttl {ttl}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn one_second_acceptance_through_redis() -> redis::RedisResult<()> {
+    let mut conn = redis().await?;
+    let detector = BurstDetector::new(acceptance_config());
+    let base = prefix("acceptance");
+    let mut results = Vec::new();
+    for (i, (per_sec, offset)) in [(10.0, 0), (10.0, 500)].into_iter().enumerate() {
+        let key = format!("{base}burst:{i}");
+        let (events, organic) = acceptance_events(per_sec, true, offset, 41);
+        let mut weights = Vec::with_capacity(events.len());
+        for &(at, _) in &events {
+            weights.push(detector.weight(&mut conn, &key, at).await?);
+        }
+        let _: () = redis::cmd("DEL").arg(&key).query_async(&mut conn).await?;
+        let model = model_weights(&events);
+        let diff = weights
+            .iter()
+            .zip(&model)
+            .map(|(a, b)| (a - b).abs())
+            .max()
+            .unwrap_or(0);
+        results.push((acceptance_outcome(&events, organic, &weights), diff));
+    }
+    for ((gap, ratio), diff) in results {
+        assert!(diff <= 1, "Lua vs model: {diff}");
+        assert!(gap <= 0.05, "damped and raw {gap} apart after 60 s");
+        assert!(ratio <= 0.6, "damped moved {ratio} of the raw move");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_fresh_key_gives_full_weight_and_expires() -> redis::RedisResult<()> {
+    let mut conn = redis().await?;
+    let key = format!("{}burst:9", prefix("fresh"));
+    let detector = BurstDetector::new(cfg());
+    let w = detector.weight(&mut conn, &key, 123_456).await?;
+    let ttl: i64 = redis::cmd("TTL").arg(&key).query_async(&mut conn).await?;
+    let _: () = redis::cmd("DEL").arg(&key).query_async(&mut conn).await?;
+    assert_eq!(w, 1000);
+    assert!((57_000..=57_600).contains(&ttl), "ttl {ttl}");
+    Ok(())
+}

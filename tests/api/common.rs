@@ -1,0 +1,306 @@
+//! Test harness: each `TestApp` is the real service, started in-process on a free port
+//! against its own PostgreSQL database and its own Redis key prefix, so tests run in
+//! parallel and leave nothing behind (both are dropped when the app is).
+#![allow(dead_code)]
+
+use std::time::{Duration, Instant};
+
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use post_rate::config::Settings;
+use post_rate::server::{self, Running};
+use reqwest::{Client, Method, Response, StatusCode};
+use serde_json::{json, Value};
+
+pub const JWT_SECRET: &str = "integration-test-secret-of-32-bytes!";
+
+fn admin_url() -> String {
+    std::env::var("TEST_DATABASE_ADMIN_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+fn unique(prefix: &str) -> String {
+    let n: u64 = rand::random();
+    format!("{prefix}{}_{:x}", std::process::id(), n)
+}
+
+/// Settings for a test app: its own database and key prefix, no stats cache.
+pub fn test_settings() -> Settings {
+    let mut s = Settings::from_env().expect("settings");
+    let base = admin_url();
+    let db = unique("post_rate_test_");
+    s.database_url = format!("{}/{db}", base.rsplit_once('/').expect("admin url").0);
+    s.redis_key_prefix = format!("{}:", unique("post-rate-test-"));
+    s.bind_addr = "127.0.0.1:0".into();
+    s.http_workers = 2;
+    s.database_pool_size = 10;
+    s.jwt_secret = JWT_SECRET.as_bytes().to_vec();
+    s.jwt_secret_generated = false;
+    s.stats_cache_ttl = Duration::ZERO;
+    s.relay_poll = Duration::from_millis(5);
+    s
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub client: Client,
+    pub settings: Settings,
+    running: Option<Running>,
+}
+
+pub struct User {
+    pub id: i64,
+    pub username: String,
+    pub token: String,
+}
+
+impl TestApp {
+    pub async fn new() -> Self {
+        Self::with_settings(test_settings()).await
+    }
+
+    pub async fn with_settings(settings: Settings) -> Self {
+        let running = server::start(settings.clone())
+            .await
+            .expect("start service");
+        TestApp {
+            base: format!("http://{}", running.addr),
+            client: Client::new(),
+            settings,
+            running: Some(running),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Response {
+        let mut req = self.client.request(method, self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        req.send().await.expect("request")
+    }
+
+    pub async fn register(&self, username: &str) -> User {
+        let res = self
+            .request(
+                Method::POST,
+                "/api/v1/users",
+                None,
+                Some(json!({ "username": username, "password": "password123" })),
+            )
+            .await;
+        assert_eq!(res.status(), StatusCode::CREATED);
+        let body: Value = res.json().await.expect("json");
+        let id = body["id"].as_i64().expect("id");
+        let res = self
+            .request(
+                Method::POST,
+                "/api/v1/auth/token",
+                None,
+                Some(json!({ "username": username, "password": "password123" })),
+            )
+            .await;
+        assert_eq!(res.status(), StatusCode::OK);
+        let body: Value = res.json().await.expect("json");
+        User {
+            id,
+            username: username.into(),
+            token: body["access_token"].as_str().expect("token").into(),
+        }
+    }
+
+    pub async fn create_post(&self, author: &User, title: &str) -> i64 {
+        let res = self
+            .request(
+                Method::POST,
+                "/api/v1/posts",
+                Some(&author.token),
+                Some(json!({ "title": title, "content": "some content" })),
+            )
+            .await;
+        assert_eq!(res.status(), StatusCode::CREATED);
+        res.json::<Value>().await.expect("json")["id"]
+            .as_i64()
+            .expect("id")
+    }
+
+    pub async fn rate(&self, user: &User, post: i64, score: i64) -> Response {
+        self.request(
+            Method::PUT,
+            &format!("/api/v1/posts/{post}/rating"),
+            Some(&user.token),
+            Some(json!({ "score": score })),
+        )
+        .await
+    }
+
+    pub async fn get_post(&self, post: i64, user: Option<&User>) -> Value {
+        let res = self
+            .request(
+                Method::GET,
+                &format!("/api/v1/posts/{post}"),
+                user.map(|u| u.token.as_str()),
+                None,
+            )
+            .await;
+        assert_eq!(res.status(), StatusCode::OK);
+        res.json().await.expect("json")
+    }
+
+    pub async fn db(&self) -> AsyncPgConnection {
+        AsyncPgConnection::establish(&self.settings.database_url)
+            .await
+            .expect("connect")
+    }
+
+    /// Waits until the outbox is empty: in embedded mode every event is then applied.
+    pub async fn wait_idle(&self) {
+        let mut conn = self.db().await;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let n = post_rate::db::outbox::pending(&mut conn)
+                .await
+                .expect("pending");
+            if n == 0 {
+                return;
+            }
+            assert!(Instant::now() < deadline, "outbox still holds {n} events");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// What `ratings` implies for a post, in the API's terms:
+    /// (count, histogram, raw average, weighted average).
+    pub async fn expected(&self, post: i64) -> (i64, [i64; 6], Option<f64>, Option<f64>) {
+        #[derive(diesel::QueryableByName)]
+        struct Row {
+            #[diesel(sql_type = diesel::sql_types::SmallInt)]
+            score: i16,
+            #[diesel(sql_type = diesel::sql_types::Integer)]
+            weight: i32,
+        }
+        let mut conn = self.db().await;
+        let rows: Vec<Row> =
+            diesel::sql_query("SELECT score, weight FROM ratings WHERE post_id = $1")
+                .bind::<diesel::sql_types::BigInt, _>(post)
+                .load(&mut conn)
+                .await
+                .expect("ratings");
+        let mut hist = [0i64; 6];
+        let (mut sum, mut wsum, mut w) = (0i64, 0i64, 0i64);
+        for r in &rows {
+            hist[r.score as usize] += 1;
+            sum += i64::from(r.score);
+            wsum += i64::from(r.score) * i64::from(r.weight);
+            w += i64::from(r.weight);
+        }
+        let n = rows.len() as i64;
+        let raw = (n > 0).then(|| sum as f64 / n as f64);
+        let damped = if w > 0 {
+            Some(wsum as f64 / w as f64)
+        } else {
+            raw
+        };
+        (n, hist, raw, damped)
+    }
+
+    /// Asserts that the API shows exactly what `ratings` implies for `post`.
+    pub async fn assert_exact(&self, post: i64) {
+        let (count, hist, raw, damped) = self.expected(post).await;
+        let got = self.get_post(post, None).await;
+        assert_eq!(
+            got["rating_count"],
+            json!(count),
+            "count of post {post}: {got}"
+        );
+        assert_eq!(
+            got["rating_histogram"],
+            json!(hist),
+            "histogram of post {post}"
+        );
+        assert_eq!(
+            got["raw_average_rating"],
+            json!(raw),
+            "raw average of post {post}"
+        );
+        assert_eq!(
+            got["average_rating"],
+            json!(damped),
+            "average of post {post}"
+        );
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(running) = self.running.take() {
+            running.stop().await;
+        }
+    }
+}
+
+impl Drop for TestApp {
+    /// Drops the database and the keys even when the test failed.
+    fn drop(&mut self) {
+        if let Some(running) = self.running.take() {
+            running.abort();
+        }
+        let settings = self.settings.clone();
+        let cleanup = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                // A Redis script already sent by an aborted relay still runs: let it land
+                // before the keys go.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                if let Ok(store) = post_rate::stats::StatsStore::new(
+                    &settings.redis_url,
+                    &settings.redis_key_prefix,
+                    1,
+                    Duration::from_secs(5),
+                ) {
+                    let _ = store.delete_all().await;
+                }
+                if let Ok(mut conn) = AsyncPgConnection::establish(&admin_url()).await {
+                    let name = settings.database_url.rsplit('/').next().unwrap_or_default();
+                    let _ = diesel::sql_query(format!(
+                        "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                    ))
+                    .execute(&mut conn)
+                    .await;
+                }
+            });
+        });
+        let _ = cleanup.join();
+    }
+}
+
+/// Reads a problem+json error and checks its shape; returns the body.
+pub async fn problem(res: Response, status: u16) -> Value {
+    assert_eq!(res.status().as_u16(), status, "status");
+    let ct = res
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        ct.starts_with("application/problem+json"),
+        "content type {ct}"
+    );
+    let body: Value = res.json().await.expect("problem json");
+    assert_eq!(body["status"], json!(status));
+    assert!(body["type"].is_string() && body["title"].is_string() && body["detail"].is_string());
+    body
+}

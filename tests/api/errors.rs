@@ -1,0 +1,156 @@
+//! Every error is problem+json, actix's own included, and bad input leaves no trace.
+
+use reqwest::Method;
+use serde_json::json;
+
+use crate::common::{problem, TestApp};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_bodies() {
+    let app = TestApp::new().await;
+    let user = app.register("erin").await;
+    let post_url = app.url("/api/v1/posts");
+    let send = |body: Vec<u8>, ct: Option<&'static str>| {
+        let mut req = app
+            .client
+            .post(&post_url)
+            .bearer_auth(&user.token)
+            .body(body);
+        if let Some(ct) = ct {
+            req = req.header("content-type", ct);
+        }
+        req.send()
+    };
+    // Not JSON.
+    problem(
+        send(b"{\"title\": ".to_vec(), Some("application/json"))
+            .await
+            .unwrap(),
+        400,
+    )
+    .await;
+    problem(
+        send(b"title=x".to_vec(), Some("application/json"))
+            .await
+            .unwrap(),
+        400,
+    )
+    .await;
+    // Invalid UTF-8 inside a JSON string.
+    problem(
+        send(
+            b"{\"title\": \"\xff\xfe\", \"content\": \"c\"}".to_vec(),
+            Some("application/json"),
+        )
+        .await
+        .unwrap(),
+        400,
+    )
+    .await;
+    // Nested past any sensible depth.
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    problem(
+        send(deep.into_bytes(), Some("application/json"))
+            .await
+            .unwrap(),
+        400,
+    )
+    .await;
+    // Wrong or missing content type.
+    let json_body = json!({ "title": "t", "content": "c" })
+        .to_string()
+        .into_bytes();
+    problem(
+        send(json_body.clone(), Some("text/plain")).await.unwrap(),
+        415,
+    )
+    .await;
+    problem(send(json_body, None).await.unwrap(), 415).await;
+    // Over 256 KiB.
+    let big = json!({ "title": "t", "content": "x".repeat(300 * 1024) }).to_string();
+    problem(
+        send(big.into_bytes(), Some("application/json"))
+            .await
+            .unwrap(),
+        413,
+    )
+    .await;
+    // JSON, but not an object.
+    problem(
+        send(b"[1,2,3]".to_vec(), Some("application/json"))
+            .await
+            .unwrap(),
+        422,
+    )
+    .await;
+    problem(
+        send(b"null".to_vec(), Some("application/json"))
+            .await
+            .unwrap(),
+        422,
+    )
+    .await;
+    // Content with a NUL character cannot be stored: refused, not a 500.
+    let nul = json!({ "title": "t\u{0}", "content": "c" }).to_string();
+    problem(
+        send(nul.into_bytes(), Some("application/json"))
+            .await
+            .unwrap(),
+        422,
+    )
+    .await;
+
+    let res = app.request(Method::GET, "/api/v1/posts", None, None).await;
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["results"], json!([]), "nothing was stored");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_routes_and_methods() {
+    let app = TestApp::new().await;
+    problem(app.request(Method::GET, "/nope", None, None).await, 404).await;
+    problem(
+        app.request(Method::GET, "/api/v1/nope", None, None).await,
+        404,
+    )
+    .await;
+    problem(
+        app.request(Method::DELETE, "/api/v1/posts", None, None)
+            .await,
+        405,
+    )
+    .await;
+    problem(
+        app.request(Method::PATCH, "/api/v1/posts/1", None, None)
+            .await,
+        405,
+    )
+    .await;
+    problem(
+        app.request(Method::GET, "/api/v1/posts/1/rating", None, None)
+            .await,
+        405,
+    )
+    .await;
+    problem(
+        app.request(Method::GET, "/api/v1/users", None, None).await,
+        405,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_readiness() {
+    let app = TestApp::new().await;
+    let res = app.request(Method::GET, "/healthz", None, None).await;
+    assert_eq!(res.status(), 200);
+    let res = app.request(Method::GET, "/readyz", None, None).await;
+    assert_eq!(res.status(), 200);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["checks"]["postgres"]["status"], "up");
+    assert_eq!(body["checks"]["redis"]["status"], "up");
+    let res = app.request(Method::GET, "/metrics", None, None).await;
+    assert_eq!(res.status(), 200);
+    let text = res.text().await.unwrap();
+    assert!(text.contains("post_rate_outbox_pending 0"), "{text}");
+}
