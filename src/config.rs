@@ -21,8 +21,6 @@ pub struct Settings {
     pub database_url: String,
     /// `DATABASE_POOL_SIZE` [16]: connections for the API.
     pub database_pool_size: usize,
-    /// `WORKER_POOL_SIZE` [3]: a separate pool for the relay, so it cannot starve the API.
-    pub worker_pool_size: usize,
     /// `DATABASE_TIMEOUT_MS` [5000]: pool wait, connect and statement timeout.
     pub database_timeout: Duration,
     /// `REDIS_URL`.
@@ -41,6 +39,12 @@ pub struct Settings {
     pub kafka_group_id: String,
     /// `KAFKA_PARTITIONS` [12]: also the number of relay sequence streams in embedded mode.
     pub kafka_partitions: i32,
+    /// `KAFKA_MESSAGE_TIMEOUT_MS` [10000]: how long the relay waits for an ack before it
+    /// retries the batch (a down broker turns into an error after this long).
+    pub kafka_message_timeout: Duration,
+    /// `KAFKA_SESSION_TIMEOUT_MS` [10000]: how long the group waits for a silent consumer
+    /// (one killed, say) before its partitions move to the others.
+    pub kafka_session_timeout: Duration,
     /// `BIND_ADDR` [127.0.0.1:8080].
     pub bind_addr: String,
     /// `HTTP_WORKERS` [number of cores].
@@ -164,7 +168,6 @@ impl Settings {
             database_url: var("DATABASE_URL")
                 .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/post_rate".into()),
             database_pool_size: parse_range("DATABASE_POOL_SIZE", 16, 1, 1000)?,
-            worker_pool_size: parse_range("WORKER_POOL_SIZE", 3, 2, 100)?,
             database_timeout: millis("DATABASE_TIMEOUT_MS", 5000)?,
             redis_url: var("REDIS_URL").unwrap_or_else(|| "redis://127.0.0.1:6379".into()),
             redis_key_prefix: var("REDIS_KEY_PREFIX").unwrap_or_else(|| "post-rate:".into()),
@@ -174,6 +177,8 @@ impl Settings {
             kafka_topic: var("KAFKA_TOPIC").unwrap_or_else(|| "rating-events".into()),
             kafka_group_id: var("KAFKA_GROUP_ID").unwrap_or_else(|| "post-rate-stats".into()),
             kafka_partitions: parse_range("KAFKA_PARTITIONS", 12, 1, 1000)?,
+            kafka_message_timeout: millis("KAFKA_MESSAGE_TIMEOUT_MS", 10_000)?,
+            kafka_session_timeout: millis("KAFKA_SESSION_TIMEOUT_MS", 10_000)?,
             bind_addr: var("BIND_ADDR").unwrap_or_else(|| "127.0.0.1:8080".into()),
             http_workers: parse_range("HTTP_WORKERS", cores, 1, 256)?,
             jwt_secret,

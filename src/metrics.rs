@@ -30,13 +30,17 @@ pub struct Metrics {
     pub events_applied: Counter,
     pub events_duplicate: Counter,
     pub events_gap: Counter,
-    pub events_undecodable: Counter,
 }
 
 impl Metrics {
-    /// The text exposition; `extra` holds values read at scrape time (name, help, value).
-    pub fn render(&self, gauges: &[(&str, &str, i64)], cache: (u64, u64)) -> String {
-        let counters: [(&str, &str, u64); 11] = [
+    /// The text exposition; `gauges` and `extra` hold values read at scrape time.
+    pub fn render(
+        &self,
+        gauges: &[(&str, &str, i64)],
+        extra: &[(&str, &str, u64)],
+        cache: (u64, u64),
+    ) -> String {
+        let counters: [(&str, &str, u64); 10] = [
             (
                 "post_rate_ratings_written_total",
                 "Rating changes committed.",
@@ -78,11 +82,6 @@ impl Metrics {
                 self.events_gap.get(),
             ),
             (
-                "post_rate_events_undecodable_total",
-                "Messages that could not be decoded and were skipped.",
-                self.events_undecodable.get(),
-            ),
-            (
                 "post_rate_stats_cache_hits_total",
                 "Stats reads answered by the in-process cache.",
                 cache.0,
@@ -94,7 +93,7 @@ impl Metrics {
             ),
         ];
         let mut out = String::new();
-        for (name, help, value) in counters {
+        for &(name, help, value) in counters.iter().chain(extra) {
             let _ = writeln!(
                 out,
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"

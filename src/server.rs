@@ -16,7 +16,9 @@ use crate::auth::TokenKeys;
 use crate::config::Settings;
 use crate::db::{self, PgPool, PooledConn};
 use crate::error::ApiError;
-use crate::events::relay::{Relay, Sink};
+use crate::events::consumer::StatsConsumer;
+use crate::events::kafka::ConsumerStats;
+use crate::events::relay::{KafkaSink, Relay, Sink};
 use crate::metrics::Metrics;
 use crate::stats::burst::BurstDetector;
 use crate::stats::{StatsCache, StatsStore};
@@ -34,6 +36,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Readiness check of the broker, when one is configured.
     pub kafka_probe: Option<Probe>,
+    /// The stats consumer's counters, when this instance runs one.
+    pub consumer_stats: Option<Arc<ConsumerStats>>,
 }
 
 impl AppState {
@@ -54,6 +58,8 @@ pub enum StartError {
     Pool(String),
     #[error(transparent)]
     Stats(#[from] crate::stats::StatsError),
+    #[error("kafka: {0}")]
+    Kafka(String),
     #[error("cannot listen on BIND_ADDR={addr}: {source}")]
     Bind {
         addr: String,
@@ -135,14 +141,27 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     let metrics = Arc::new(Metrics::default());
     let shutdown = CancellationToken::new();
     let mut workers = Vec::new();
+    let kafka = settings.kafka_brokers.clone();
+    let mut consumer_stats = None;
+    if let (true, Some(brokers)) = (settings.run_consumer, &kafka) {
+        let consumer = StatsConsumer::new(&settings, brokers, store.clone(), metrics.clone());
+        consumer_stats = Some(consumer.stats());
+        workers.push(tokio::spawn(consumer.run(shutdown.clone())));
+    }
     if settings.run_relay {
+        let sink = match &kafka {
+            Some(brokers) => Sink::Kafka(
+                KafkaSink::new(&settings, brokers).map_err(|e| StartError::Kafka(e.to_string()))?,
+            ),
+            None => Sink::Embedded(store.clone()),
+        };
         let relay = Relay {
             database_url: settings.database_url.clone(),
             timeout: settings.database_timeout,
             partitions: settings.kafka_partitions,
             batch_size: settings.relay_batch_size,
             poll: settings.relay_poll,
-            sink: Sink::Embedded(store.clone()),
+            sink,
             metrics: metrics.clone(),
         };
         workers.push(tokio::spawn(relay.run(shutdown.clone())));
@@ -158,7 +177,17 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         cursors: CursorCodec::new(&settings.jwt_secret),
         pool,
         metrics,
-        kafka_probe: None,
+        kafka_probe: kafka.map(|brokers| -> Probe {
+            Box::new(move || {
+                let brokers = brokers.clone();
+                Box::pin(async move {
+                    crate::events::kafka::probe(&brokers, std::time::Duration::from_secs(2))
+                        .await
+                        .map_err(|e| e.to_string())
+                })
+            })
+        }),
+        consumer_stats,
         settings,
     });
     let app_state = state.clone();

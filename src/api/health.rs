@@ -9,6 +9,8 @@ use serde_json::{json, Value};
 use crate::db;
 use crate::server::AppState;
 
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "The process answers")))]
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
 }
@@ -24,6 +26,11 @@ fn check(result: Result<(), String>, started: Instant) -> Value {
     }
 }
 
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "Every dependency answers (status and latency of each)"),
+        (status = 503, description = "A dependency is down")
+    ))]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let pg = async {
         let started = Instant::now();
@@ -60,6 +67,8 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     // -1 when the database cannot say: a scrape should not fail because of it.
     let pending = match state.pool.get().await {
@@ -71,7 +80,33 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         "Rating events waiting in the outbox.",
         pending,
     )];
+    let mut extra = Vec::new();
+    if let Some(c) = &state.consumer_stats {
+        let get = |v: &std::sync::atomic::AtomicU64| v.load(std::sync::atomic::Ordering::Relaxed);
+        extra.extend([
+            (
+                "post_rate_consumer_batches_total",
+                "Batches the stats consumer applied.",
+                get(&c.batches),
+            ),
+            (
+                "post_rate_events_undecodable_total",
+                "Messages that could not be decoded and were skipped.",
+                get(&c.undecodable),
+            ),
+            (
+                "post_rate_consumer_apply_failures_total",
+                "Batch applies that failed and were retried.",
+                get(&c.apply_failures),
+            ),
+            (
+                "post_rate_consumer_rebalances_total",
+                "Consumer group rebalances seen.",
+                get(&c.rebalances),
+            ),
+        ]);
+    }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
-        .body(state.metrics.render(&gauges, state.stats.counts()))
+        .body(state.metrics.render(&gauges, &extra, state.stats.counts()))
 }

@@ -3,6 +3,7 @@
 pub mod body;
 pub mod cursor;
 mod health;
+pub mod openapi;
 mod posts;
 mod ratings;
 mod users;
@@ -14,6 +15,8 @@ use actix_web::http::header;
 use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers};
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 
+use utoipa::OpenApi;
+
 use crate::error::{ApiError, PROBLEM_JSON};
 
 /// The largest request body accepted (DESIGN §6).
@@ -24,6 +27,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::JsonConfig::default()
             .limit(BODY_LIMIT)
             .error_handler(json_error),
+    )
+    // Registered before the /api/v1 scope, which would otherwise claim the document's path.
+    // Swagger UI's assets are compiled in (the `vendored` feature): nothing is fetched.
+    .service(
+        utoipa_swagger_ui::SwaggerUi::new("/docs/{_:.*}")
+            .url("/api/v1/openapi.json", openapi::ApiDoc::openapi()),
     )
     .service(
         web::scope("/api/v1")
@@ -54,6 +63,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     .route(web::delete().to(ratings::delete))
                     .default_service(web::to(method_not_allowed)),
             ),
+    )
+    .route(
+        "/docs",
+        web::get().to(|| async {
+            HttpResponse::PermanentRedirect()
+                .insert_header((header::LOCATION, "/docs/"))
+                .finish()
+        }),
     )
     .route("/healthz", web::get().to(health::healthz))
     .route("/readyz", web::get().to(health::readyz))

@@ -5,15 +5,33 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::body::Body;
+use super::openapi::{NewPost, PostPage, Problem};
 use crate::auth::{AuthUser, MaybeUser};
 use crate::db::posts::PageKey;
 use crate::error::{ApiError, FieldError};
 use crate::server::AppState;
 use crate::service::posts;
+use crate::service::posts::Post;
 
 const DEFAULT_LIMIT: i64 = 20;
 const MAX_LIMIT: i64 = 100;
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/posts",
+    tag = "posts",
+    request_body = NewPost,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Created", body = Post),
+        (status = 401, description = "Missing, invalid or expired token", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 256 KiB", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Body is not application/json", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A dependency is down", body = Problem, content_type = "application/problem+json")
+    )
+)]
 pub async fn create(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -30,6 +48,19 @@ pub async fn create(
     Ok(HttpResponse::Created().json(post))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/posts/{id}",
+    tag = "posts",
+    params(("id" = i64, Path, description = "Post id")),
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "The post", body = Post),
+        (status = 401, description = "Missing, invalid or expired token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown post", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A dependency is down", body = Problem, content_type = "application/problem+json")
+    )
+)]
 pub async fn get(
     state: web::Data<AppState>,
     viewer: MaybeUser,
@@ -40,6 +71,23 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(post))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/posts",
+    tag = "posts",
+    params(
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "Page size, default 20"),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page")
+    ),
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "A page of posts, newest first", body = PostPage),
+        (status = 400, description = "A cursor this service did not issue", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing, invalid or expired token", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A dependency is down", body = Problem, content_type = "application/problem+json")
+    )
+)]
 pub async fn list(
     state: web::Data<AppState>,
     viewer: MaybeUser,

@@ -4,11 +4,31 @@ use actix_web::{web, HttpResponse};
 use serde_json::{json, Value};
 
 use super::body::Body;
+use super::openapi::{NewRating, Problem, RatingSaved};
 use crate::auth::AuthUser;
 use crate::error::ApiError;
 use crate::server::AppState;
 use crate::service::ratings;
 
+#[utoipa::path(
+    put,
+    path = "/api/v1/posts/{id}/rating",
+    tag = "ratings",
+    params(("id" = i64, Path, description = "Post id")),
+    request_body = NewRating,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The caller's rating", body = RatingSaved),
+        (status = 403, description = "Rating your own post", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing, invalid or expired token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown post", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 256 KiB", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Body is not application/json", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A dependency is down", body = Problem, content_type = "application/problem+json")
+    )
+)]
 pub async fn put(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -29,6 +49,19 @@ pub async fn put(
     })))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/posts/{id}/rating",
+    tag = "ratings",
+    params(("id" = i64, Path, description = "Post id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Withdrawn (or there was nothing to withdraw)"),
+        (status = 401, description = "Missing, invalid or expired token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown post", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A dependency is down", body = Problem, content_type = "application/problem+json")
+    )
+)]
 pub async fn delete(
     state: web::Data<AppState>,
     user: AuthUser,

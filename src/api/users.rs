@@ -4,10 +4,26 @@ use actix_web::{web, HttpResponse};
 use serde_json::{json, Value};
 
 use super::body::{check_username, Body};
+use super::openapi::{Credentials, Problem, TokenIssued, UserCreated};
 use crate::error::ApiError;
 use crate::server::AppState;
 use crate::service::users;
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/users",
+    tag = "users",
+    request_body = Credentials,
+    responses(
+        (status = 201, description = "Registered", body = UserCreated),
+        (status = 409, description = "Username taken", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 256 KiB", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Body is not application/json", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A dependency is down", body = Problem, content_type = "application/problem+json")
+    )
+)]
 pub async fn register(
     state: web::Data<AppState>,
     body: web::Json<Value>,
@@ -23,6 +39,21 @@ pub async fn register(
     Ok(HttpResponse::Created().json(json!({ "id": user.id, "username": user.username })))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/token",
+    tag = "users",
+    request_body = Credentials,
+    responses(
+        (status = 200, description = "A signed token", body = TokenIssued),
+        (status = 401, description = "Wrong username or password", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 256 KiB", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Body is not application/json", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A dependency is down", body = Problem, content_type = "application/problem+json")
+    )
+)]
 pub async fn token(
     state: web::Data<AppState>,
     body: web::Json<Value>,

@@ -3,6 +3,7 @@
 //! for the sink to acknowledge, then deletes them. A crashed leader's stamped rows are
 //! delivered again, in order, by the next; the stats store's fence drops the duplicates.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,15 +11,63 @@ use diesel_async::AsyncPgConnection;
 use tokio_util::sync::CancellationToken;
 
 use crate::db::{self, outbox, DbError};
+use crate::events::kafka::{ensure_topic, KafkaError, Publisher, PublisherConfig};
 use crate::events::wire::RatingEvent;
 use crate::metrics::Metrics;
 use crate::stats::StatsStore;
 
 /// Where stamped events go.
-#[derive(Clone)]
 pub enum Sink {
     /// No broker: apply straight to Redis, with the same fence as the consumer.
     Embedded(StatsStore),
+    /// The rating-events topic; the consumer applies them.
+    Kafka(KafkaSink),
+}
+
+pub struct KafkaSink {
+    pub publisher: Publisher,
+    pub brokers: String,
+    pub topic: String,
+    pub partitions: i32,
+    /// Set once the topic is known to exist with enough partitions; cleared by a failure,
+    /// since a broker may have lost it.
+    topic_ready: AtomicBool,
+}
+
+impl KafkaSink {
+    pub fn new(settings: &crate::config::Settings, brokers: &str) -> Result<Self, KafkaError> {
+        let mut config = PublisherConfig::new(brokers, &settings.kafka_topic);
+        config.message_timeout_ms = settings.kafka_message_timeout.as_millis() as u64;
+        Ok(KafkaSink {
+            publisher: Publisher::with_config(config)?,
+            brokers: brokers.to_owned(),
+            topic: settings.kafka_topic.clone(),
+            partitions: settings.kafka_partitions,
+            topic_ready: AtomicBool::new(false),
+        })
+    }
+
+    async fn publish(&self, events: &[RatingEvent]) -> Result<(), String> {
+        if !self.topic_ready.load(Ordering::Acquire) {
+            let actual = ensure_topic(&self.brokers, &self.topic, self.partitions)
+                .await
+                .map_err(|e| e.to_string())?;
+            if actual < self.partitions {
+                return Err(format!(
+                    "topic {} has {actual} partitions, fewer than KAFKA_PARTITIONS={}: \
+                     add partitions to the topic or lower KAFKA_PARTITIONS",
+                    self.topic, self.partitions
+                ));
+            }
+            self.topic_ready.store(true, Ordering::Release);
+        }
+        let result = self.publisher.publish(events).await;
+        if result.is_err() {
+            // A broker that lost the topic reports it only as a timeout: check it again.
+            self.topic_ready.store(false, Ordering::Release);
+        }
+        result.map_err(|e| e.to_string())
+    }
 }
 
 impl Sink {
@@ -31,6 +80,7 @@ impl Sink {
                 metrics.events_gap.add(report.gaps);
                 Ok(())
             }
+            Sink::Kafka(kafka) => kafka.publish(events).await,
         }
     }
 }

@@ -11,7 +11,7 @@ use crate::error::ApiError;
 use crate::server::AppState;
 use crate::stats::{PostStats, PublicStats};
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Author {
     pub id: i64,
     pub username: String,
@@ -19,7 +19,7 @@ pub struct Author {
 
 /// A post as the API shows it. Stats fields are `null` only when Redis could not be
 /// reached and the cache held nothing for the post.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Post {
     pub id: i64,
     pub title: String,

@@ -52,7 +52,7 @@ impl StatsCache {
     pub async fn get_many(&self, ids: &[i64]) -> Result<HashMap<i64, PostStats>, StatsError> {
         let Some(cache) = &self.cache else {
             self.misses.fetch_add(ids.len() as u64, Ordering::Relaxed);
-            return self.store.load(ids).await;
+            return self.store.load_many(ids).await;
         };
         let mut found = HashMap::with_capacity(ids.len());
         let mut missing = Vec::new();
@@ -76,9 +76,15 @@ impl StatsCache {
         // loading waits for that load instead of starting its own.
         let store = self.store.clone();
         let batch = missing.clone();
-        let load = async move { store.load(&batch).await.map(Arc::new).map_err(Arc::new) }
-            .boxed()
-            .shared();
+        let load = async move {
+            store
+                .load_many(&batch)
+                .await
+                .map(Arc::new)
+                .map_err(Arc::new)
+        }
+        .boxed()
+        .shared();
         let entries = missing.iter().map(|&id| {
             let load = load.clone();
             async move {

@@ -108,7 +108,7 @@ impl StatsStore {
     }
 
     /// The stats of these posts in one pipelined round trip; absent posts are all zero.
-    pub async fn load(&self, post_ids: &[i64]) -> Result<HashMap<i64, PostStats>, StatsError> {
+    pub async fn load_many(&self, post_ids: &[i64]) -> Result<HashMap<i64, PostStats>, StatsError> {
         if post_ids.is_empty() {
             return Ok(HashMap::new());
         }

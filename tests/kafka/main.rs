@@ -1,0 +1,8 @@
+//! Tests on a real Kafka-protocol broker (Tansu, started by scripts/kafka-broker): the
+//! transport alone, and the whole service with KAFKA_BROKERS set.
+
+#[path = "../api/common.rs"]
+mod app;
+mod common;
+mod pipeline;
+mod transport;

@@ -1,0 +1,352 @@
+//! The service with KAFKA_BROKERS set: outbox → relay → Kafka → consumer → Redis, exact under
+//! duplicates, redelivery, two instances, SIGKILL and a paused broker.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use post_rate::config::Settings;
+use post_rate::events::kafka;
+use post_rate::events::wire::RatingEvent;
+use reqwest::StatusCode;
+
+use crate::app::{test_settings, TestApp, User};
+use crate::common::{broker_script, brokers, unique};
+
+const EXACT_WITHIN: Duration = Duration::from_secs(40);
+
+/// Settings for an instance on `brokers`, with a fresh topic and group.
+fn kafka_settings(brokers: &str) -> Settings {
+    let mut s = test_settings();
+    s.kafka_brokers = Some(brokers.to_owned());
+    s.kafka_topic = unique("post-rate-e2e");
+    s.kafka_group_id = unique("post-rate-e2e-group");
+    s.kafka_partitions = 4;
+    s.kafka_message_timeout = Duration::from_secs(3);
+    s.consumer_batch_wait = Duration::from_millis(10);
+    s
+}
+
+async fn setup(app: &TestApp, raters: usize) -> (Vec<i64>, Vec<User>) {
+    let author = app.register("author").await;
+    let mut posts = Vec::new();
+    for i in 0..6 {
+        posts.push(app.create_post(&author, &format!("post {i}")).await);
+    }
+    let users = join_all((0..raters).map(|i| {
+        let app = &app;
+        async move { app.register(&format!("rater{i}")).await }
+    }))
+    .await;
+    (posts, users)
+}
+
+/// Every user rates every post `rounds` times with changing scores; all must be 200.
+async fn rate_all(app: &TestApp, posts: &[i64], users: &[User], rounds: usize) {
+    let statuses = join_all(users.iter().enumerate().map(|(i, u)| async move {
+        let mut statuses = Vec::new();
+        for round in 0..rounds {
+            for (j, &post) in posts.iter().enumerate() {
+                let score = ((i + j + round) % 6) as i64;
+                statuses.push(app.rate(u, post, score).await.status());
+            }
+        }
+        statuses
+    }))
+    .await;
+    for s in statuses.into_iter().flatten() {
+        assert_eq!(s, StatusCode::OK);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_are_exact_through_kafka_and_duplicates_are_skipped() {
+    let settings = kafka_settings(brokers());
+    let topic = settings.kafka_topic.clone();
+    let mut app = TestApp::with_settings(settings.clone()).await;
+    let (posts, users) = setup(&app, 5).await;
+    rate_all(&app, &posts, &users, 3).await;
+    app.wait_idle().await;
+    app.wait_exact(&posts, EXACT_WITHIN).await;
+    let applied = metric(&app, "post_rate_events_applied_total").await;
+    assert!(applied > 0.0);
+
+    // A relay that crashed after publishing publishes again: the same stamped events reach
+    // the topic twice. Replay some that were already applied.
+    let replay: Vec<RatingEvent> = (1..=5)
+        .flat_map(|seq| {
+            (0..4).map(move |partition| RatingEvent {
+                partition,
+                seq,
+                post_id: 1,
+                delta: post_rate::events::wire::StatsDelta {
+                    count: 1,
+                    score_sum: 5,
+                    hist: [0, 0, 0, 0, 0, 1],
+                    weight_sum: 1000,
+                    weighted_sum: 5000,
+                },
+            })
+        })
+        .collect();
+    let publisher = kafka::Publisher::new(brokers(), &topic).unwrap();
+    publisher.publish(&replay).await.unwrap();
+    let deadline = Instant::now() + EXACT_WITHIN;
+    while metric(&app, "post_rate_events_duplicate_total").await < 20.0 {
+        assert!(Instant::now() < deadline, "duplicates were not seen");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(app.is_exact(&posts).await, "duplicates changed the stats");
+
+    // A consumer that reads the whole topic again (as after a crash before its commit):
+    // a second instance in a new group, same stats store.
+    let mut again = settings.clone();
+    again.kafka_group_id = unique("post-rate-e2e-replay");
+    again.run_relay = false;
+    let mut replayer = TestApp::with_settings(again).await;
+    let deadline = Instant::now() + EXACT_WITHIN;
+    while metric(&replayer, "post_rate_events_duplicate_total").await < applied {
+        assert!(Instant::now() < deadline, "the replay was not consumed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        app.is_exact(&posts).await,
+        "a redelivered topic changed the stats"
+    );
+    // Clients first: librdkafka 2.12 crashes on the metadata of a topic deleted under it.
+    replayer.stop().await;
+    app.stop().await;
+    kafka::delete_topic(brokers(), &topic).await.unwrap();
+}
+
+async fn metric(app: &TestApp, name: &str) -> f64 {
+    let text = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_split_the_partitions() {
+    let settings = kafka_settings(brokers());
+    let topic = settings.kafka_topic.clone();
+    let mut a = TestApp::with_settings(settings.clone()).await;
+    let mut b = TestApp::with_settings(settings.clone()).await;
+    let deadline = Instant::now() + EXACT_WITHIN;
+    loop {
+        let (ra, rb) = (
+            metric(&a, "post_rate_consumer_rebalances_total").await,
+            metric(&b, "post_rate_consumer_rebalances_total").await,
+        );
+        if ra > 0.0 && rb > 0.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "both instances should join the group"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (posts, users) = setup(&a, 6).await;
+    // Half the users write through each instance.
+    let (left, right) = users.split_at(3);
+    futures::join!(
+        rate_all(&a, &posts, left, 2),
+        rate_all(&b, &posts, right, 2)
+    );
+    a.wait_idle().await;
+    a.wait_exact(&posts, EXACT_WITHIN).await;
+    let applied_a = metric(&a, "post_rate_events_applied_total").await;
+    let applied_b = metric(&b, "post_rate_events_applied_total").await;
+    assert!(
+        applied_a > 0.0 && applied_b > 0.0,
+        "both consumers applied events: {applied_a} / {applied_b}"
+    );
+    b.stop().await;
+    a.stop().await;
+    kafka::delete_topic(brokers(), &topic).await.unwrap();
+}
+
+/// A `post-rate serve` process (so it can be killed for real).
+struct Process {
+    child: Child,
+    base: String,
+}
+
+impl Process {
+    fn start(settings: &Settings, port: u16) -> Process {
+        let child = Command::new(env!("CARGO_BIN_EXE_post-rate"))
+            .arg("serve")
+            .env("DATABASE_URL", &settings.database_url)
+            .env("REDIS_KEY_PREFIX", &settings.redis_key_prefix)
+            .env(
+                "KAFKA_BROKERS",
+                settings.kafka_brokers.as_deref().unwrap_or(""),
+            )
+            .env("KAFKA_TOPIC", &settings.kafka_topic)
+            .env("KAFKA_GROUP_ID", &settings.kafka_group_id)
+            .env("KAFKA_PARTITIONS", settings.kafka_partitions.to_string())
+            .env("KAFKA_MESSAGE_TIMEOUT_MS", "3000")
+            .env("KAFKA_SESSION_TIMEOUT_MS", "6000")
+            .env("JWT_SECRET", crate::app::JWT_SECRET)
+            .env("STATS_CACHE_TTL_SECS", "0")
+            .env("BIND_ADDR", format!("127.0.0.1:{port}"))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start post-rate");
+        Process {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    async fn wait_ready(&self) {
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(r) = client.get(format!("{}/healthz", self.base)).send().await {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("post-rate did not start");
+    }
+
+    fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Rates through `base` until `stop`; returns how many got a 5xx or no answer at all.
+async fn rating_stream(
+    base: String,
+    posts: Vec<i64>,
+    users: Vec<(String, usize)>,
+    stop: tokio_util::sync::CancellationToken,
+) -> (usize, usize) {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let (mut ok, mut server_errors) = (0, 0);
+    let mut n = 0usize;
+    while !stop.is_cancelled() {
+        for (token, i) in &users {
+            n += 1;
+            let post = posts[(n + i) % posts.len()];
+            let res = client
+                .put(format!("{base}/api/v1/posts/{post}/rating"))
+                .bearer_auth(token)
+                .json(&serde_json::json!({ "score": (n + i) % 6 }))
+                .send()
+                .await;
+            match res {
+                Ok(r) if r.status().is_success() => ok += 1,
+                Ok(r) if r.status().is_server_error() => server_errors += 1,
+                _ => {}
+            }
+        }
+    }
+    (ok, server_errors)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_a_stream_of_ratings_then_restart_is_exact() {
+    let settings = kafka_settings(brokers());
+    // The in-process app prepares the database and users and checks the result; the
+    // process under test is a real `post-rate serve`, killed with SIGKILL.
+    let mut helper_settings = settings.clone();
+    helper_settings.run_relay = false;
+    helper_settings.run_consumer = false;
+    let app = TestApp::with_settings(helper_settings).await;
+    let (posts, users) = setup(&app, 4).await;
+    let tokens: Vec<(String, usize)> = users
+        .iter()
+        .enumerate()
+        .map(|(i, u)| (u.token.clone(), i))
+        .collect();
+
+    for round in 0..2 {
+        let port = free_port();
+        let process = Process::start(&settings, port);
+        process.wait_ready().await;
+        let stop = tokio_util::sync::CancellationToken::new();
+        let stream = tokio::spawn(rating_stream(
+            process.base.clone(),
+            posts.clone(),
+            tokens.clone(),
+            stop.clone(),
+        ));
+        tokio::time::sleep(Duration::from_millis(1500 + round * 700)).await;
+        process.kill9();
+        stop.cancel();
+        let (ok, _) = stream.await.unwrap();
+        assert!(
+            ok > 0,
+            "round {round}: ratings were accepted before the kill"
+        );
+    }
+    // A last instance, left running, delivers what the killed ones left behind.
+    let process = Process::start(&settings, free_port());
+    process.wait_ready().await;
+    app.wait_idle().await;
+    app.wait_exact(&posts, EXACT_WITHIN).await;
+    process.kill9();
+    kafka::delete_topic(brokers(), &settings.kafka_topic)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_broker_gives_no_5xx_and_ends_exact() {
+    // A broker of its own: pausing the shared one would stall the other tests.
+    let port = 19293;
+    broker_script(port, &["start"]);
+    let brokers = format!("127.0.0.1:{port}");
+    let settings = kafka_settings(&brokers);
+    let app = TestApp::with_settings(settings.clone()).await;
+    let (posts, users) = setup(&app, 4).await;
+    let tokens: Vec<(String, usize)> = users
+        .iter()
+        .enumerate()
+        .map(|(i, u)| (u.token.clone(), i))
+        .collect();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let stream = tokio::spawn(rating_stream(
+        app.base.clone(),
+        posts.clone(),
+        tokens,
+        stop.clone(),
+    ));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    broker_script(port, &["pause"]);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    broker_script(port, &["resume"]);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.cancel();
+    let (ok, server_errors) = stream.await.unwrap();
+    assert!(ok > 0);
+    assert_eq!(server_errors, 0, "no 5xx while the broker was paused");
+    app.wait_idle().await;
+    app.wait_exact(&posts, EXACT_WITHIN).await;
+    broker_script(port, &["stop"]);
+}
