@@ -20,15 +20,38 @@ fn argon2() -> Argon2<'static> {
     Argon2::default()
 }
 
+/// At most one hash per core at a time: each takes 19 MiB and a core for tens of
+/// milliseconds, so unbounded sign-ups would only queue blocking threads and memory. Callers
+/// beyond it wait their turn.
+fn hashing_permits() -> &'static tokio::sync::Semaphore {
+    static PERMITS: OnceLock<tokio::sync::Semaphore> = OnceLock::new();
+    PERMITS.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        tokio::sync::Semaphore::new(cores)
+    })
+}
+
+/// Runs one argon2 computation on the blocking pool, within the permits.
+async fn hashing<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    let _permit = hashing_permits()
+        .acquire()
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))
+}
+
 pub async fn hash_password(password: String) -> Result<String, ApiError> {
-    tokio::task::spawn_blocking(move || {
+    hashing(move || {
         let salt = SaltString::generate(&mut OsRng);
         argon2()
             .hash_password(password.as_bytes(), &salt)
             .map(|h| h.to_string())
     })
-    .await
-    .map_err(|e| ApiError::Internal(e.to_string()))?
+    .await?
     .map_err(|e| ApiError::Internal(e.to_string()))
 }
 
@@ -48,7 +71,7 @@ fn decoy_hash() -> &'static str {
 
 /// Checks a password against a stored hash (or the decoy when `hash` is `None`).
 pub async fn verify_password(password: String, hash: Option<String>) -> Result<bool, ApiError> {
-    tokio::task::spawn_blocking(move || {
+    hashing(move || {
         let known = hash.is_some();
         let hash = hash.unwrap_or_else(|| decoy_hash().to_owned());
         let ok = PasswordHash::new(&hash)
@@ -61,7 +84,6 @@ pub async fn verify_password(password: String, hash: Option<String>) -> Result<b
         known && ok
     })
     .await
-    .map_err(|e| ApiError::Internal(e.to_string()))
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -1,110 +1,179 @@
-//! Process-wide counters, rendered in the Prometheus text format at `/metrics`.
+//! Prometheus metrics (a stable contract: the names below are documented in the README),
+//! rendered in the text format at `/metrics`.
 
-use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+use prometheus::{
+    exponential_buckets, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter,
+    IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
 
-#[derive(Debug, Default)]
-pub struct Counter(AtomicU64);
-
-impl Counter {
-    pub fn inc(&self) {
-        self.add(1);
-    }
-
-    pub fn add(&self, n: u64) {
-        self.0.fetch_add(n, Ordering::Relaxed);
-    }
-
-    pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
+pub struct Metrics {
+    registry: Registry,
+    /// `post_rate_http_requests_total{method,route,status}`; `route` is the route pattern.
+    pub http_requests: IntCounterVec,
+    /// `post_rate_http_request_duration_seconds{method,route}`.
+    pub http_duration: HistogramVec,
+    pub ratings_written: IntCounter,
+    pub burst_damped: IntCounter,
+    pub redis_errors: IntCounter,
+    pub relay_published: IntCounter,
+    pub relay_errors: IntCounter,
+    pub events_applied: IntCounter,
+    pub events_duplicate: IntCounter,
+    pub events_gap: IntCounter,
+    pub consumer_batch_size: Histogram,
+    /// Seconds from a rating's commit to its event being applied to Redis.
+    pub event_lag: Histogram,
+    pub cache_hits: IntCounter,
+    pub cache_misses: IntCounter,
+    /// Set at scrape time.
+    pub outbox_pending: IntGauge,
 }
 
-#[derive(Debug, Default)]
-pub struct Metrics {
-    pub ratings_written: Counter,
-    pub burst_damped: Counter,
-    pub redis_errors: Counter,
-    pub relay_published: Counter,
-    pub relay_errors: Counter,
-    pub events_applied: Counter,
-    pub events_duplicate: Counter,
-    pub events_gap: Counter,
+fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).unwrap_or_else(|e| unreachable!("metric {name}: {e}"));
+    registry
+        .register(Box::new(c.clone()))
+        .unwrap_or_else(|e| unreachable!("metric {name}: {e}"));
+    c
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Metrics {
-    /// The text exposition; `gauges` and `extra` hold values read at scrape time.
-    pub fn render(
-        &self,
-        gauges: &[(&str, &str, i64)],
-        extra: &[(&str, &str, u64)],
-        cache: (u64, u64),
-    ) -> String {
-        let counters: [(&str, &str, u64); 10] = [
-            (
+    /// Every name and label set is a constant, so registration cannot fail.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let r = &registry;
+        let http_requests = IntCounterVec::new(
+            Opts::new("post_rate_http_requests_total", "HTTP requests answered."),
+            &["method", "route", "status"],
+        )
+        .unwrap_or_else(|e| unreachable!("{e}"));
+        let http_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "post_rate_http_request_duration_seconds",
+                "Time to answer an HTTP request.",
+            )
+            .buckets(exponential_buckets(0.0001, 2.5, 12).unwrap_or_default()),
+            &["method", "route"],
+        )
+        .unwrap_or_else(|e| unreachable!("{e}"));
+        let consumer_batch_size = Histogram::with_opts(
+            HistogramOpts::new(
+                "post_rate_consumer_batch_size",
+                "Events per batch applied by the stats consumer.",
+            )
+            .buckets(exponential_buckets(1.0, 4.0, 9).unwrap_or_default()),
+        )
+        .unwrap_or_else(|e| unreachable!("{e}"));
+        let event_lag = Histogram::with_opts(
+            HistogramOpts::new(
+                "post_rate_event_lag_seconds",
+                "Time from a rating's commit to its event being applied to the Redis stats.",
+            )
+            .buckets(exponential_buckets(0.001, 2.0, 16).unwrap_or_default()),
+        )
+        .unwrap_or_else(|e| unreachable!("{e}"));
+        let outbox_pending = IntGauge::new(
+            "post_rate_outbox_pending",
+            "Rating events waiting in the outbox (-1 when the database cannot say).",
+        )
+        .unwrap_or_else(|e| unreachable!("{e}"));
+        for c in [
+            Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(http_duration.clone()),
+            Box::new(consumer_batch_size.clone()),
+            Box::new(event_lag.clone()),
+            Box::new(outbox_pending.clone()),
+        ] {
+            r.register(c).unwrap_or_else(|e| unreachable!("{e}"));
+        }
+        Metrics {
+            http_requests,
+            http_duration,
+            ratings_written: counter(
+                r,
                 "post_rate_ratings_written_total",
                 "Rating changes committed.",
-                self.ratings_written.get(),
             ),
-            (
+            burst_damped: counter(
+                r,
                 "post_rate_burst_damped_ratings_total",
                 "Ratings given less than full weight.",
-                self.burst_damped.get(),
             ),
-            (
+            redis_errors: counter(
+                r,
                 "post_rate_redis_errors_total",
                 "Redis calls that failed or timed out.",
-                self.redis_errors.get(),
             ),
-            (
+            relay_published: counter(
+                r,
                 "post_rate_relay_published_total",
-                "Outbox events handed to the sink (Kafka or the embedded apply).",
-                self.relay_published.get(),
+                "Outbox events delivered by the relay (to Kafka, or applied in embedded mode).",
             ),
-            (
+            relay_errors: counter(
+                r,
                 "post_rate_relay_errors_total",
                 "Relay rounds that failed and were retried.",
-                self.relay_errors.get(),
             ),
-            (
+            events_applied: counter(
+                r,
                 "post_rate_events_applied_total",
                 "Events applied to the Redis stats.",
-                self.events_applied.get(),
             ),
-            (
+            events_duplicate: counter(
+                r,
                 "post_rate_events_duplicate_total",
                 "Events skipped by the sequence fence as already applied.",
-                self.events_duplicate.get(),
             ),
-            (
+            events_gap: counter(
+                r,
                 "post_rate_events_gap_total",
                 "Events skipped because an earlier one was missing; the relay delivers them again.",
-                self.events_gap.get(),
             ),
-            (
+            cache_hits: counter(
+                r,
                 "post_rate_stats_cache_hits_total",
                 "Stats reads answered by the in-process cache.",
-                cache.0,
             ),
-            (
+            cache_misses: counter(
+                r,
                 "post_rate_stats_cache_misses_total",
                 "Stats reads that went to Redis.",
-                cache.1,
             ),
-        ];
-        let mut out = String::new();
-        for &(name, help, value) in counters.iter().chain(extra) {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
-            );
+            consumer_batch_size,
+            event_lag,
+            outbox_pending,
+            registry,
         }
-        for (name, help, value) in gauges {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
-            );
+    }
+
+    /// Records what applying `events` did, `now_ms` being the wall clock after the apply.
+    pub fn applied(
+        &self,
+        report: &crate::stats::ApplyReport,
+        events: &[crate::events::wire::RatingEvent],
+    ) {
+        self.events_applied.inc_by(report.applied);
+        self.events_duplicate.inc_by(report.duplicates);
+        self.events_gap.inc_by(report.gaps);
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        for e in events {
+            self.event_lag
+                .observe((now_ms - e.committed_ms).max(0) as f64 / 1000.0);
         }
-        out
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            log::error!("cannot encode metrics: {e}");
+        }
+        String::from_utf8(out).unwrap_or_default()
     }
 }

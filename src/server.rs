@@ -171,6 +171,8 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
             store,
             settings.stats_cache_ttl,
             settings.stats_cache_capacity,
+            metrics.cache_hits.clone(),
+            metrics.cache_misses.clone(),
         ),
         burst: BurstDetector::new(settings.burst),
         tokens: TokenKeys::new(&settings.jwt_secret, settings.token_ttl_secs),
@@ -195,9 +197,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         App::new()
             .app_data(app_state.clone())
             .wrap(crate::api::problem_errors())
-            .wrap(actix_web::middleware::Logger::new(
-                "%{r}a \"%r\" %s %b %Dms",
-            ))
+            .wrap(actix_web::middleware::from_fn(crate::api::observe::observe))
             .configure(crate::api::configure)
     })
     .workers(state.settings.http_workers)

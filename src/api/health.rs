@@ -1,5 +1,7 @@
 //! `/healthz` (the process answers), `/readyz` (each dependency, with latency) and `/metrics`.
 
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use actix_web::{web, HttpResponse};
@@ -75,38 +77,40 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         Ok(mut conn) => db::outbox::pending(&mut conn).await.unwrap_or(-1),
         Err(_) => -1,
     };
-    let gauges = [(
-        "post_rate_outbox_pending",
-        "Rating events waiting in the outbox.",
-        pending,
-    )];
-    let mut extra = Vec::new();
-    if let Some(c) = &state.consumer_stats {
-        let get = |v: &std::sync::atomic::AtomicU64| v.load(std::sync::atomic::Ordering::Relaxed);
-        extra.extend([
-            (
-                "post_rate_consumer_batches_total",
-                "Batches the stats consumer applied.",
-                get(&c.batches),
-            ),
-            (
-                "post_rate_events_undecodable_total",
-                "Messages that could not be decoded and were skipped.",
-                get(&c.undecodable),
-            ),
-            (
-                "post_rate_consumer_apply_failures_total",
-                "Batch applies that failed and were retried.",
-                get(&c.apply_failures),
-            ),
-            (
-                "post_rate_consumer_rebalances_total",
-                "Consumer group rebalances seen.",
-                get(&c.rebalances),
-            ),
-        ]);
+    state.metrics.outbox_pending.set(pending);
+    let mut text = state.metrics.render();
+    // The consumer keeps its own counters (atomics shared with the Kafka loop).
+    let get = |v: &AtomicU64| v.load(Ordering::Relaxed);
+    let consumer = state.consumer_stats.as_deref();
+    let counters = [
+        (
+            "post_rate_events_undecodable_total",
+            "Kafka messages that could not be decoded and were skipped.",
+            consumer.map_or(0, |c| get(&c.undecodable)),
+        ),
+        (
+            "post_rate_consumer_batches_total",
+            "Batches the stats consumer applied.",
+            consumer.map_or(0, |c| get(&c.batches)),
+        ),
+        (
+            "post_rate_consumer_apply_failures_total",
+            "Batch applies that failed and were retried.",
+            consumer.map_or(0, |c| get(&c.apply_failures)),
+        ),
+        (
+            "post_rate_consumer_rebalances_total",
+            "Consumer group rebalances this instance took part in.",
+            consumer.map_or(0, |c| get(&c.rebalances)),
+        ),
+    ];
+    for (name, help, value) in counters {
+        let _ = writeln!(
+            text,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+        );
     }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
-        .body(state.metrics.render(&gauges, &extra, state.stats.counts()))
+        .body(text)
 }

@@ -3,6 +3,7 @@
 pub mod body;
 pub mod cursor;
 mod health;
+pub mod observe;
 pub mod openapi;
 mod posts;
 mod ratings;

@@ -40,10 +40,12 @@ struct Row {
     part: Option<i32>,
     #[diesel(sql_type = Nullable<BigInt>)]
     seq: Option<i64>,
+    #[diesel(sql_type = diesel::sql_types::Timestamptz)]
+    created_at: chrono::DateTime<chrono::Utc>,
 }
 
 const ROW_COLUMNS: &str = "id, post_id, d_count, d_score_sum, bucket_out, bucket_in, \
-     d_weight_sum, d_weighted_sum, part, seq";
+     d_weight_sum, d_weighted_sum, part, seq, created_at";
 
 impl Row {
     fn delta(&self) -> StatsDelta {
@@ -71,6 +73,7 @@ impl Row {
                 partition: part,
                 seq,
                 post_id: self.post_id,
+                committed_ms: self.created_at.timestamp_millis(),
                 delta: self.delta(),
             },
         }

@@ -61,9 +61,8 @@ impl StatsConsumer {
                             let report = store.apply(&events).await.inspect_err(|_| {
                                 metrics.redis_errors.inc();
                             })?;
-                            metrics.events_applied.add(report.applied);
-                            metrics.events_duplicate.add(report.duplicates);
-                            metrics.events_gap.add(report.gaps);
+                            metrics.consumer_batch_size.observe(events.len() as f64);
+                            metrics.applied(&report, &events);
                             Ok::<(), crate::stats::StatsError>(())
                         }
                     };

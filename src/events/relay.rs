@@ -74,10 +74,11 @@ impl Sink {
     async fn deliver(&self, events: &[RatingEvent], metrics: &Metrics) -> Result<(), String> {
         match self {
             Sink::Embedded(store) => {
-                let report = store.apply(events).await.map_err(|e| e.to_string())?;
-                metrics.events_applied.add(report.applied);
-                metrics.events_duplicate.add(report.duplicates);
-                metrics.events_gap.add(report.gaps);
+                let report = store.apply(events).await.map_err(|e| {
+                    metrics.redis_errors.inc();
+                    e.to_string()
+                })?;
+                metrics.applied(&report, events);
                 Ok(())
             }
             Sink::Kafka(kafka) => kafka.publish(events).await,
@@ -204,7 +205,7 @@ impl Relay {
         }
         let ids: Vec<i64> = batch.iter().map(|s| s.id).collect();
         outbox::delete(conn, &ids).await?;
-        self.metrics.relay_published.add(ids.len() as u64);
+        self.metrics.relay_published.inc_by(ids.len() as u64);
         Ok(true)
     }
 }

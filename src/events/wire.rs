@@ -59,12 +59,14 @@ pub struct RatingEvent {
     pub partition: i32,
     pub seq: i64,
     pub post_id: i64,
+    /// When the rating change was committed (ms since the epoch): the event lag metric.
+    pub committed_ms: i64,
     pub delta: StatsDelta,
 }
 
 const VERSION: u8 = 1;
-/// version + partition + seq + post_id + 10 deltas.
-const ENCODED_LEN: usize = 1 + 4 + 8 + 8 + 10 * 8;
+/// version + partition + seq + post_id + committed_ms + 10 deltas.
+const ENCODED_LEN: usize = 1 + 4 + 8 + 8 + 8 + 10 * 8;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
@@ -82,6 +84,7 @@ impl RatingEvent {
         out.extend_from_slice(&self.partition.to_le_bytes());
         out.extend_from_slice(&self.seq.to_le_bytes());
         out.extend_from_slice(&self.post_id.to_le_bytes());
+        out.extend_from_slice(&self.committed_ms.to_le_bytes());
         for v in self.delta.to_array() {
             out.extend_from_slice(&v.to_le_bytes());
         }
@@ -106,7 +109,8 @@ impl RatingEvent {
             partition: i32::from_le_bytes(p),
             seq: i64_at(5),
             post_id: i64_at(13),
-            delta: StatsDelta::from_array(std::array::from_fn(|n| i64_at(21 + 8 * n))),
+            committed_ms: i64_at(21),
+            delta: StatsDelta::from_array(std::array::from_fn(|n| i64_at(29 + 8 * n))),
         })
     }
 }
@@ -121,6 +125,7 @@ mod tests {
             partition: 7,
             seq: 123_456_789,
             post_id: -1,
+            committed_ms: 1_764_000_000_000,
             delta: StatsDelta {
                 count: -1,
                 score_sum: -4,
@@ -139,6 +144,7 @@ mod tests {
             partition: 0,
             seq: 1,
             post_id: 1,
+            committed_ms: 0,
             delta: StatsDelta::default(),
         }
         .encode();

@@ -2,12 +2,12 @@
 //! trip, and concurrent misses of one post load once.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::{join_all, FutureExt};
 use moka::future::Cache;
+use prometheus::IntCounter;
 
 use super::{PostStats, StatsError, StatsStore};
 
@@ -16,12 +16,19 @@ pub struct StatsCache {
     store: StatsStore,
     /// `None` when `STATS_CACHE_TTL_SECS=0`: every read goes to Redis.
     cache: Option<Cache<i64, PostStats>>,
-    hits: Arc<AtomicU64>,
-    misses: Arc<AtomicU64>,
+    hits: IntCounter,
+    misses: IntCounter,
 }
 
 impl StatsCache {
-    pub fn new(store: StatsStore, ttl: Duration, capacity: u64) -> Self {
+    /// `hits` and `misses` count reads answered by the cache and reads that went to Redis.
+    pub fn new(
+        store: StatsStore,
+        ttl: Duration,
+        capacity: u64,
+        hits: IntCounter,
+        misses: IntCounter,
+    ) -> Self {
         let cache = (!ttl.is_zero()).then(|| {
             Cache::builder()
                 .max_capacity(capacity)
@@ -31,17 +38,9 @@ impl StatsCache {
         StatsCache {
             store,
             cache,
-            hits: Arc::default(),
-            misses: Arc::default(),
+            hits,
+            misses,
         }
-    }
-
-    /// Reads answered from the cache and reads that went to Redis, since start.
-    pub fn counts(&self) -> (u64, u64) {
-        (
-            self.hits.load(Ordering::Relaxed),
-            self.misses.load(Ordering::Relaxed),
-        )
     }
 
     pub fn store(&self) -> &StatsStore {
@@ -51,7 +50,7 @@ impl StatsCache {
     /// The stats of these posts (ids may repeat; absent posts are all zero).
     pub async fn get_many(&self, ids: &[i64]) -> Result<HashMap<i64, PostStats>, StatsError> {
         let Some(cache) = &self.cache else {
-            self.misses.fetch_add(ids.len() as u64, Ordering::Relaxed);
+            self.misses.inc_by(ids.len() as u64);
             return self.store.load_many(ids).await;
         };
         let mut found = HashMap::with_capacity(ids.len());
@@ -65,12 +64,11 @@ impl StatsCache {
                 None => {}
             }
         }
-        self.hits.fetch_add(found.len() as u64, Ordering::Relaxed);
+        self.hits.inc_by(found.len() as u64);
         if missing.is_empty() {
             return Ok(found);
         }
-        self.misses
-            .fetch_add(missing.len() as u64, Ordering::Relaxed);
+        self.misses.inc_by(missing.len() as u64);
         // One shared load of every missing post; each post's entry awaits it through moka,
         // which runs only one initializer per key, so a post another request is already
         // loading waits for that load instead of starting its own.

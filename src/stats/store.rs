@@ -308,6 +308,7 @@ mod tests {
             partition,
             seq,
             post_id: 1,
+            committed_ms: 0,
             delta: StatsDelta::default(),
         }
     }

@@ -192,3 +192,57 @@ async fn openapi_document_and_offline_swagger_ui() {
         .await;
     assert_eq!(res.status(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_and_request_ids() {
+    let app = TestApp::new().await;
+    let user = app.register("metric").await;
+    let post = app.create_post(&user, "m").await;
+    app.get_post(post, None).await;
+    // A request id is echoed when sane, generated otherwise.
+    let res = app
+        .client
+        .get(app.url("/healthz"))
+        .header("x-request-id", "abc-123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["x-request-id"], "abc-123");
+    let res = app
+        .client
+        .get(app.url("/healthz"))
+        .header("x-request-id", "bad id with spaces")
+        .send()
+        .await
+        .unwrap();
+    let generated = res.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert!(generated.len() >= 8 && !generated.contains(' '));
+
+    let text = app
+        .request(Method::GET, "/metrics", None, None)
+        .await
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "post_rate_http_requests_total",
+        "post_rate_http_request_duration_seconds_bucket",
+        "post_rate_outbox_pending",
+        "post_rate_relay_published_total",
+        "post_rate_events_applied_total",
+        "post_rate_consumer_batch_size_bucket",
+        "post_rate_stats_cache_hits_total",
+        "post_rate_stats_cache_misses_total",
+        "post_rate_burst_damped_ratings_total",
+        "post_rate_redis_errors_total",
+        "post_rate_event_lag_seconds_bucket",
+    ] {
+        assert!(text.contains(name), "{name} missing from:\n{text}");
+    }
+    // The route label is the pattern, not the raw path.
+    assert!(
+        text.contains(r#"route="/api/v1/posts/{id}""#)
+            && !text.contains(&format!("/api/v1/posts/{post}\"")),
+        "{text}"
+    );
+}

@@ -79,6 +79,7 @@ async fn stats_are_exact_through_kafka_and_duplicates_are_skipped() {
                 partition,
                 seq,
                 post_id: 1,
+                committed_ms: 0,
                 delta: post_rate::events::wire::StatsDelta {
                     count: 1,
                     score_sum: 5,
@@ -223,6 +224,43 @@ impl Process {
         panic!("post-rate did not start");
     }
 
+    async fn wait_joined(&self) {
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + EXACT_WITHIN;
+        while Instant::now() < deadline {
+            if let Ok(r) = client.get(format!("{}/metrics", self.base)).send().await {
+                let text = r.text().await.unwrap_or_default();
+                let joined = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("post_rate_consumer_rebalances_total "))
+                    .is_some_and(|v| v.trim() != "0");
+                if joined {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        panic!("the consumer did not join its group");
+    }
+
+    /// SIGTERM, then the exit status (within `within`).
+    async fn terminate(mut self, within: Duration) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(sent.success());
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("post-rate did not exit within {within:?} of SIGTERM");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     fn kill9(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -349,4 +387,106 @@ async fn a_paused_broker_gives_no_5xx_and_ends_exact() {
     app.wait_idle().await;
     app.wait_exact(&posts, EXACT_WITHIN).await;
     broker_script(port, &["stop"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_traffic_exits_cleanly_and_loses_nothing() {
+    let settings = kafka_settings(brokers());
+    let mut helper_settings = settings.clone();
+    helper_settings.run_relay = false;
+    helper_settings.run_consumer = false;
+    let app = TestApp::with_settings(helper_settings).await;
+    let (posts, users) = setup(&app, 4).await;
+    let process = Process::start(&settings, free_port());
+    process.wait_ready().await;
+    // Fully running: its consumer has joined the group. (Tansu makes the next member wait for
+    // the whole rebalance timeout when a member leaves in the middle of its first join.)
+    process.wait_joined().await;
+
+    // Each user re-rates the posts in turn and remembers the last score accepted per post;
+    // a request that got no answer makes that pair uncertain.
+    let base = process.base.clone();
+    let writers = users.iter().map(|u| {
+        let base = base.clone();
+        let token = u.token.clone();
+        let posts = posts.clone();
+        let user_id = u.id;
+        tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut accepted = std::collections::HashMap::new();
+            let mut uncertain = std::collections::HashSet::new();
+            let started = Instant::now();
+            let mut n = 0usize;
+            while started.elapsed() < Duration::from_secs(6) {
+                n += 1;
+                let post = posts[n % posts.len()];
+                let score = (n / posts.len()) % 6;
+                let res = client
+                    .put(format!("{base}/api/v1/posts/{post}/rating"))
+                    .bearer_auth(&token)
+                    .json(&serde_json::json!({ "score": score }))
+                    .send()
+                    .await;
+                match res {
+                    Ok(r) if r.status().is_success() => {
+                        accepted.insert(post, score as i16);
+                        uncertain.remove(&post);
+                    }
+                    Ok(r) => assert!(!r.status().is_server_error(), "{}", r.status()),
+                    Err(e) => {
+                        // A refused connection (after the stop) sent nothing; any other
+                        // failure may have been committed without an answer.
+                        if !e.is_connect() {
+                            uncertain.insert(post);
+                        }
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+            }
+            (user_id, accepted, uncertain)
+        })
+    });
+    let writers: Vec<_> = writers.collect();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let status = process.terminate(Duration::from_secs(10)).await;
+    assert!(status.success(), "exit status {status:?}");
+    let results = join_all(writers).await;
+
+    // Every accepted rating is stored.
+    use diesel_async::RunQueryDsl;
+    #[derive(diesel::QueryableByName)]
+    struct Stored {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        post_id: i64,
+        #[diesel(sql_type = diesel::sql_types::SmallInt)]
+        score: i16,
+    }
+    let mut checked = 0;
+    for result in results {
+        let (user_id, accepted, uncertain) = result.unwrap();
+        let stored: Vec<Stored> =
+            diesel::sql_query("SELECT post_id, score FROM ratings WHERE user_id = $1")
+                .bind::<diesel::sql_types::BigInt, _>(user_id)
+                .load(&mut app.db().await)
+                .await
+                .unwrap();
+        for (post, score) in accepted {
+            if uncertain.contains(&post) {
+                continue;
+            }
+            let got = stored.iter().find(|s| s.post_id == post).map(|s| s.score);
+            assert_eq!(got, Some(score), "user {user_id} post {post}");
+            checked += 1;
+        }
+    }
+    assert!(checked > 0);
+    // A restart delivers whatever the stopped instance left, and the stats are exact.
+    let process = Process::start(&settings, free_port());
+    process.wait_ready().await;
+    app.wait_idle().await;
+    app.wait_exact(&posts, EXACT_WITHIN).await;
+    process.kill9();
+    kafka::delete_topic(brokers(), &settings.kafka_topic)
+        .await
+        .unwrap();
 }

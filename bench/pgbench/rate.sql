@@ -1,0 +1,27 @@
+-- pgbench on the service's rating write (src/db/ratings.rs UPSERT), verbatim but for the
+-- parameters: one statement that upserts the rating and inserts its outbox row.
+-- Variables: nposts, nusers (posts 1..nposts by user 1; raters 2..nusers+1), weight 1000.
+\set post random(1, :nposts)
+\set uid random(2, :nusers + 1)
+\set score random(0, 5)
+WITH up AS (
+    INSERT INTO ratings AS r (post_id, user_id, score, weight)
+    SELECT p.id, :uid, :score, 1000 FROM posts p WHERE p.id = :post AND p.created_by <> :uid
+    ON CONFLICT (post_id, user_id) DO UPDATE
+        SET score = EXCLUDED.score, weight = EXCLUDED.weight,
+            prev_score = r.score, prev_weight = r.weight, updated_at = now()
+        WHERE r.score <> EXCLUDED.score
+    RETURNING r.post_id, r.score, r.weight, r.prev_score, r.prev_weight, r.updated_at
+), ev AS (
+    INSERT INTO rating_events
+        (post_id, d_count, d_score_sum, bucket_out, bucket_in, d_weight_sum, d_weighted_sum)
+    SELECT post_id,
+           CASE WHEN prev_score IS NULL THEN 1 ELSE 0 END,
+           score - COALESCE(prev_score, 0),
+           prev_score,
+           score,
+           weight - COALESCE(prev_weight, 0),
+           score * weight - COALESCE(prev_score * prev_weight, 0)
+    FROM up
+)
+SELECT post_id, score, updated_at FROM up;
