@@ -2,7 +2,10 @@
 
 mod common;
 mod errors;
+mod hostile;
+mod outage;
 mod posts;
+mod proxy;
 mod ratings;
 mod reconcile;
 mod schema;
