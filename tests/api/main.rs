@@ -1,5 +1,6 @@
 //! Integration tests of the HTTP API against the real PostgreSQL and Redis.
 
+mod burst;
 mod common;
 mod errors;
 mod hostile;
