@@ -45,6 +45,9 @@ pub struct Settings {
     /// `KAFKA_SESSION_TIMEOUT_MS` [10000]: how long the group waits for a silent consumer
     /// (one killed, say) before its partitions move to the others.
     pub kafka_session_timeout: Duration,
+    /// `KAFKA_MAX_POLL_INTERVAL_MS` [30000]: the consumer's rebalance timeout; bounds how long
+    /// a group can stall waiting for a member that died while joining.
+    pub kafka_max_poll_interval: Duration,
     /// `BIND_ADDR` [127.0.0.1:8080].
     pub bind_addr: String,
     /// `HTTP_WORKERS` [number of cores].
@@ -179,6 +182,7 @@ impl Settings {
             kafka_partitions: parse_range("KAFKA_PARTITIONS", 12, 1, 1000)?,
             kafka_message_timeout: millis("KAFKA_MESSAGE_TIMEOUT_MS", 10_000)?,
             kafka_session_timeout: millis("KAFKA_SESSION_TIMEOUT_MS", 10_000)?,
+            kafka_max_poll_interval: millis("KAFKA_MAX_POLL_INTERVAL_MS", 30_000)?,
             bind_addr: var("BIND_ADDR").unwrap_or_else(|| "127.0.0.1:8080".into()),
             http_workers: parse_range("HTTP_WORKERS", cores, 1, 256)?,
             jwt_secret,

@@ -13,7 +13,9 @@ use std::time::Duration;
 use diesel::result::DatabaseErrorKind;
 use diesel::ConnectionError;
 use diesel_async::pooled_connection::deadpool::{BuildError, Object, Pool, PoolError};
-use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
+use diesel_async::pooled_connection::{
+    AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
+};
 use diesel_async::{AsyncConnection, AsyncMigrationHarness, AsyncPgConnection, RunQueryDsl};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 use futures::FutureExt;
@@ -87,6 +89,10 @@ pub async fn connect(url: &str, timeout: Duration) -> DbResult<AsyncPgConnection
 
 pub fn pool(url: &str, size: usize, timeout: Duration) -> Result<PgPool, BuildError> {
     let mut config = ManagerConfig::default();
+    // Fast: a pooled connection is checked for a closed socket and an open transaction, not
+    // with a test query, which would cost every request one more round trip. A connection
+    // that broke while idle fails its first query (503) and is then dropped by the pool.
+    config.recycling_method = RecyclingMethod::Fast;
     config.custom_setup = Box::new(move |url| {
         let url = url.to_owned();
         async move {

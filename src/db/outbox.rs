@@ -1,21 +1,22 @@
-//! The transactional outbox `rating_events` and its relay bookkeeping: stamping rows with
-//! gap-free per-partition sequence numbers, finding leftovers, deleting what was delivered.
+//! The transactional outbox `rating_events` and its relay bookkeeping: stamping moves a
+//! batch of events out of the outbox into one `relay_batches` row, with gap-free
+//! per-partition sequence numbers; a delivered batch is deleted.
 
 use std::collections::HashMap;
 
 use diesel::prelude::*;
-use diesel::sql_types::{Array, BigInt, Int2, Int4, Nullable};
+use diesel::sql_types::{Array, BigInt, Binary, Int2, Int4, Nullable};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
 use super::ratings::PostTotals;
 use super::{locks, Count, DbResult};
 use crate::events::wire::{RatingEvent, StatsDelta};
 
-/// An outbox row the relay has stamped, ready to publish.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Stamped {
+/// A stamped batch, ready to deliver: events in sequence order within each partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
     pub id: i64,
-    pub event: RatingEvent,
+    pub events: Vec<RatingEvent>,
 }
 
 #[derive(QueryableByName)]
@@ -36,16 +37,9 @@ struct Row {
     d_weight_sum: i32,
     #[diesel(sql_type = Int4)]
     d_weighted_sum: i32,
-    #[diesel(sql_type = Nullable<Int4>)]
-    part: Option<i32>,
-    #[diesel(sql_type = Nullable<BigInt>)]
-    seq: Option<i64>,
     #[diesel(sql_type = diesel::sql_types::Timestamptz)]
     created_at: chrono::DateTime<chrono::Utc>,
 }
-
-const ROW_COLUMNS: &str = "id, post_id, d_count, d_score_sum, bucket_out, bucket_in, \
-     d_weight_sum, d_weighted_sum, part, seq, created_at";
 
 impl Row {
     fn delta(&self) -> StatsDelta {
@@ -66,16 +60,13 @@ impl Row {
         }
     }
 
-    fn stamped(&self, part: i32, seq: i64) -> Stamped {
-        Stamped {
-            id: self.id,
-            event: RatingEvent {
-                partition: part,
-                seq,
-                post_id: self.post_id,
-                committed_ms: self.created_at.timestamp_millis(),
-                delta: self.delta(),
-            },
+    fn event(&self, partition: i32, seq: i64) -> RatingEvent {
+        RatingEvent {
+            partition,
+            seq,
+            post_id: self.post_id,
+            committed_ms: self.created_at.timestamp_millis(),
+            delta: self.delta(),
         }
     }
 }
@@ -100,85 +91,97 @@ pub async fn try_lead(conn: &mut AsyncPgConnection) -> DbResult<bool> {
     Ok(row.locked)
 }
 
-/// Rows stamped by an earlier leader that crashed before deleting them, in sequence order
-/// per partition: they are published again before anything new is stamped.
-pub async fn stamped(conn: &mut AsyncPgConnection, limit: i64) -> DbResult<Vec<Stamped>> {
-    let rows: Vec<Row> = diesel::sql_query(format!(
-        "SELECT {ROW_COLUMNS} FROM rating_events WHERE seq IS NOT NULL ORDER BY part, seq LIMIT $1"
-    ))
-    .bind::<BigInt, _>(limit)
-    .load(conn)
-    .await?;
-    Ok(rows
-        .iter()
-        .filter_map(|r| Some(r.stamped(r.part?, r.seq?)))
-        .collect())
+#[derive(QueryableByName)]
+struct BatchRow {
+    #[diesel(sql_type = BigInt)]
+    id: i64,
+    #[diesel(sql_type = Binary)]
+    payload: Vec<u8>,
 }
 
-/// Stamps up to `limit` unstamped rows, oldest first, with the next sequence numbers of
-/// their partitions, and returns them. The sequence is persisted before anything is
-/// published, and the transaction takes the `STAMP` lock so `reconcile` can pause stamping.
+/// Batches stamped by an earlier leader that stopped before they were delivered, oldest
+/// first: they are delivered again before anything new is stamped.
+pub async fn pending_batches(conn: &mut AsyncPgConnection) -> DbResult<Vec<Batch>> {
+    let rows: Vec<BatchRow> =
+        diesel::sql_query("SELECT id, payload FROM relay_batches ORDER BY id")
+            .load(conn)
+            .await?;
+    rows.into_iter()
+        .map(|r| {
+            let events = RatingEvent::decode_all(&r.payload).map_err(|e| {
+                super::DbError::Migration(format!("relay batch {} is unreadable: {e}", r.id))
+            })?;
+            Ok(Batch { id: r.id, events })
+        })
+        .collect()
+}
+
+/// Stamps up to `limit` outbox events, oldest first: moves them into one `relay_batches`
+/// row with the next sequence numbers of their partitions, persisted before anything is
+/// published. The transaction takes the `STAMP` lock so `reconcile` can pause stamping.
 pub async fn stamp(
     conn: &mut AsyncPgConnection,
     partitions: i32,
     limit: i64,
-) -> DbResult<Vec<Stamped>> {
+) -> DbResult<Option<Batch>> {
     conn.transaction(async |conn| {
         diesel::sql_query("SELECT pg_advisory_xact_lock($1)")
             .bind::<BigInt, _>(locks::STAMP)
             .execute(conn)
             .await?;
-        let rows: Vec<Row> = diesel::sql_query(format!(
-            "SELECT {ROW_COLUMNS} FROM rating_events WHERE seq IS NULL ORDER BY id LIMIT $1"
-        ))
+        let mut rows: Vec<Row> = diesel::sql_query(
+            "DELETE FROM rating_events WHERE id IN
+                 (SELECT id FROM rating_events ORDER BY id LIMIT $1)
+             RETURNING id, post_id, d_count, d_score_sum, bucket_out, bucket_in,
+                       d_weight_sum, d_weighted_sum, created_at",
+        )
         .bind::<BigInt, _>(limit)
         .load(conn)
         .await?;
         if rows.is_empty() {
-            return Ok(Vec::new());
+            return Ok(None);
         }
+        rows.sort_unstable_by_key(|r| r.id);
         let mut last: HashMap<i32, i64> = last_seqs(conn).await?.into_iter().collect();
-        let stamped: Vec<Stamped> = rows
+        let mut events: Vec<RatingEvent> = rows
             .iter()
             .map(|r| {
                 let part = partition_of(r.post_id, partitions);
                 let seq = last.entry(part).or_insert(0);
                 *seq += 1;
-                r.stamped(part, *seq)
+                r.event(part, *seq)
             })
             .collect();
-        let ids: Vec<i64> = stamped.iter().map(|s| s.id).collect();
-        let parts: Vec<i32> = stamped.iter().map(|s| s.event.partition).collect();
-        let seqs: Vec<i64> = stamped.iter().map(|s| s.event.seq).collect();
-        diesel::sql_query(
-            "UPDATE rating_events e SET part = v.part, seq = v.seq
-             FROM unnest($1::bigint[], $2::int[], $3::bigint[]) AS v(id, part, seq)
-             WHERE e.id = v.id",
-        )
-        .bind::<Array<BigInt>, _>(&ids)
-        .bind::<Array<Int4>, _>(&parts)
-        .bind::<Array<BigInt>, _>(&seqs)
-        .execute(conn)
-        .await?;
-        let (lparts, lseqs): (Vec<i32>, Vec<i64>) = last.into_iter().unzip();
+        // Grouped by partition, in sequence order: the order of delivery.
+        events.sort_by_key(|e| (e.partition, e.seq));
+        let payload = RatingEvent::encode_all(&events);
+        let id: i64 = diesel::insert_into(super::schema::relay_batches::table)
+            .values((
+                super::schema::relay_batches::events.eq(events.len() as i32),
+                super::schema::relay_batches::payload.eq(&payload),
+            ))
+            .returning(super::schema::relay_batches::id)
+            .get_result(conn)
+            .await?;
+        let (parts, seqs): (Vec<i32>, Vec<i64>) = last.into_iter().unzip();
         diesel::sql_query(
             "INSERT INTO relay_partitions (part, last_seq)
              SELECT * FROM unnest($1::int[], $2::bigint[])
              ON CONFLICT (part) DO UPDATE SET last_seq = EXCLUDED.last_seq",
         )
-        .bind::<Array<Int4>, _>(&lparts)
-        .bind::<Array<BigInt>, _>(&lseqs)
+        .bind::<Array<Int4>, _>(&parts)
+        .bind::<Array<BigInt>, _>(&seqs)
         .execute(conn)
         .await?;
-        Ok(stamped)
+        Ok(Some(Batch { id, events }))
     })
     .await
 }
 
-/// Deletes rows the sink has acknowledged.
-pub async fn delete(conn: &mut AsyncPgConnection, ids: &[i64]) -> DbResult<()> {
-    diesel::sql_query("DELETE FROM rating_events WHERE id = ANY($1)")
-        .bind::<Array<BigInt>, _>(ids)
+/// Deletes a batch the sink has acknowledged.
+pub async fn delete_batch(conn: &mut AsyncPgConnection, id: i64) -> DbResult<()> {
+    diesel::sql_query("DELETE FROM relay_batches WHERE id = $1")
+        .bind::<BigInt, _>(id)
         .execute(conn)
         .await?;
     Ok(())
@@ -190,15 +193,18 @@ pub async fn last_seqs(conn: &mut AsyncPgConnection) -> DbResult<Vec<(i32, i64)>
     Ok(relay_partitions.select((part, last_seq)).load(conn).await?)
 }
 
-/// Rows waiting in the outbox (stamped or not).
+/// Events not delivered yet: in the outbox or in stamped batches.
 pub async fn pending(conn: &mut AsyncPgConnection) -> DbResult<i64> {
-    let c: Count = diesel::sql_query("SELECT count(*) AS n FROM rating_events")
-        .get_result(conn)
-        .await?;
+    let c: Count = diesel::sql_query(
+        "SELECT (SELECT count(*) FROM rating_events)
+              + (SELECT COALESCE(sum(events), 0) FROM relay_batches)::bigint AS n",
+    )
+    .get_result(conn)
+    .await?;
     Ok(c.n)
 }
 
-/// Per-post sums of the deltas of rows not stamped yet: already part of `ratings`, still
+/// Per-post sums of the deltas of events not stamped yet (still in the outbox): already part of `ratings`, still
 /// to be applied to Redis. Same value layout as [`PostTotals`].
 pub async fn unstamped_totals(conn: &mut AsyncPgConnection) -> DbResult<Vec<PostTotals>> {
     Ok(diesel::sql_query(
@@ -211,7 +217,7 @@ pub async fn unstamped_totals(conn: &mut AsyncPgConnection) -> DbResult<Vec<Post
              sum((bucket_in IS NOT DISTINCT FROM 4)::int - (bucket_out IS NOT DISTINCT FROM 4)::int),
              sum((bucket_in IS NOT DISTINCT FROM 5)::int - (bucket_out IS NOT DISTINCT FROM 5)::int),
              sum(d_weight_sum), sum(d_weighted_sum)]::bigint[] AS values
-         FROM rating_events WHERE seq IS NULL GROUP BY post_id",
+         FROM rating_events GROUP BY post_id",
     )
     .load(conn)
     .await?)

@@ -20,8 +20,6 @@ diesel::table! {
         bucket_in -> Nullable<Int2>,
         d_weight_sum -> Int4,
         d_weighted_sum -> Int4,
-        part -> Nullable<Int4>,
-        seq -> Nullable<Int8>,
         created_at -> Timestamptz,
     }
 }
@@ -36,6 +34,15 @@ diesel::table! {
         prev_weight -> Nullable<Int4>,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    relay_batches (id) {
+        id -> Int8,
+        events -> Int4,
+        payload -> Bytea,
+        created_at -> Timestamptz,
     }
 }
 
@@ -63,6 +70,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     posts,
     rating_events,
     ratings,
+    relay_batches,
     relay_partitions,
     users,
 );

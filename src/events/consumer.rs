@@ -31,6 +31,7 @@ impl StatsConsumer {
         config.batch_max = settings.consumer_batch_size;
         config.batch_wait_ms = settings.consumer_batch_wait.as_millis() as u64;
         config.session_timeout_ms = settings.kafka_session_timeout.as_millis() as u64;
+        config.max_poll_interval_ms = settings.kafka_max_poll_interval.as_millis() as u64;
         StatsConsumer {
             config,
             partitions: settings.kafka_partitions,

@@ -144,18 +144,18 @@ impl Relay {
             return Ok(Lead::Follower);
         }
         log::info!("relay: leading");
-        let mut batch = outbox::stamped(&mut conn, self.batch_size).await?;
-        if !batch.is_empty() {
+        for batch in outbox::pending_batches(&mut conn).await? {
             log::info!(
                 "relay: delivering {} events stamped by an earlier leader",
-                batch.len()
+                batch.events.len()
             );
+            if !self.deliver(&mut conn, &batch, drain).await? {
+                return Ok(Lead::Done);
+            }
         }
         loop {
-            if batch.is_empty() {
-                batch = outbox::stamp(&mut conn, self.partitions, self.batch_size).await?;
-            }
-            if batch.is_empty() {
+            let Some(batch) = outbox::stamp(&mut conn, self.partitions, self.batch_size).await?
+            else {
                 if shutdown.is_cancelled() {
                     return Ok(Lead::Done);
                 }
@@ -164,12 +164,12 @@ impl Relay {
                     _ = shutdown.cancelled() => {}
                 }
                 continue;
-            }
+            };
             if !self.deliver(&mut conn, &batch, drain).await? {
                 return Ok(Lead::Done);
             }
-            let full = batch.len() as i64 == self.batch_size;
-            batch.clear();
+            // A full batch means more are waiting: go on at once.
+            let full = batch.events.len() as i64 == self.batch_size;
             if !full && !shutdown.is_cancelled() {
                 tokio::select! {
                     _ = tokio::time::sleep(self.poll) => {}
@@ -180,21 +180,23 @@ impl Relay {
     }
 
     /// Delivers one stamped batch, retrying the whole batch until the sink takes it, then
-    /// deletes it. False when the drain deadline passed first (the rows stay stamped).
+    /// deletes it. False when the drain deadline passed first (the batch stays stamped).
     async fn deliver(
         &self,
         conn: &mut AsyncPgConnection,
-        batch: &[outbox::Stamped],
+        batch: &outbox::Batch,
         drain: &CancellationToken,
     ) -> Result<bool, DbError> {
-        let events: Vec<RatingEvent> = batch.iter().map(|s| s.event).collect();
         let mut backoff = Duration::from_millis(50);
         loop {
-            match self.sink.deliver(&events, &self.metrics).await {
+            match self.sink.deliver(&batch.events, &self.metrics).await {
                 Ok(()) => break,
                 Err(e) => {
                     self.metrics.relay_errors.inc();
-                    log::warn!("relay: delivery of {} events failed: {e}", events.len());
+                    log::warn!(
+                        "relay: delivery of {} events failed: {e}",
+                        batch.events.len()
+                    );
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
                         _ = drain.cancelled() => return Ok(false),
@@ -203,9 +205,10 @@ impl Relay {
                 }
             }
         }
-        let ids: Vec<i64> = batch.iter().map(|s| s.id).collect();
-        outbox::delete(conn, &ids).await?;
-        self.metrics.relay_published.inc_by(ids.len() as u64);
+        outbox::delete_batch(conn, batch.id).await?;
+        self.metrics
+            .relay_published
+            .inc_by(batch.events.len() as u64);
         Ok(true)
     }
 }

@@ -91,6 +91,26 @@ impl RatingEvent {
         out
     }
 
+    /// Events back to back, as a relay batch stores them.
+    pub fn encode_all(events: &[RatingEvent]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(events.len() * ENCODED_LEN);
+        for e in events {
+            out.extend_from_slice(&e.encode());
+        }
+        out
+    }
+
+    /// The events of [`encode_all`](Self::encode_all).
+    pub fn decode_all(bytes: &[u8]) -> Result<Vec<RatingEvent>, DecodeError> {
+        if !bytes.len().is_multiple_of(ENCODED_LEN) {
+            return Err(DecodeError::Length(bytes.len() % ENCODED_LEN));
+        }
+        bytes
+            .chunks_exact(ENCODED_LEN)
+            .map(RatingEvent::decode)
+            .collect()
+    }
+
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         if bytes.len() != ENCODED_LEN {
             return Err(DecodeError::Length(bytes.len()));
@@ -135,6 +155,25 @@ mod tests {
             },
         };
         assert_eq!(RatingEvent::decode(&e.encode()), Ok(e));
+    }
+
+    #[test]
+    fn batches_round_trip_and_reject_a_torn_tail() {
+        let events: Vec<RatingEvent> = (1..=3)
+            .map(|seq| RatingEvent {
+                partition: 2,
+                seq,
+                post_id: 10 + seq,
+                committed_ms: seq * 1000,
+                delta: StatsDelta {
+                    count: 1,
+                    ..StatsDelta::default()
+                },
+            })
+            .collect();
+        let bytes = RatingEvent::encode_all(&events);
+        assert_eq!(RatingEvent::decode_all(&bytes), Ok(events));
+        assert!(RatingEvent::decode_all(&bytes[..bytes.len() - 1]).is_err());
     }
 
     #[test]

@@ -46,6 +46,7 @@ fn declared() -> (Columns, Keys) {
                 "Text" => "text",
                 "Timestamptz" => "timestamp with time zone",
                 "Bool" => "boolean",
+                "Bytea" => "bytea",
                 other => panic!("add the PostgreSQL name of {other}"),
             };
             columns.insert((table.clone(), col.to_owned(), pg.to_owned(), nullable));

@@ -3,9 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use diesel::sql_types::BigInt;
-use diesel::QueryableByName;
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncConnection, AsyncPgConnection};
 use futures::{stream, StreamExt};
 use serde::Serialize;
 
@@ -23,12 +21,6 @@ pub struct CheckResult {
     pub examples: Vec<String>,
 }
 
-#[derive(QueryableByName)]
-struct Count {
-    #[diesel(sql_type = BigInt)]
-    n: i64,
-}
-
 pub async fn run(
     database_url: &str,
     api: &Api,
@@ -40,17 +32,16 @@ pub async fn run(
         .map_err(|e| format!("--database-url: {e}"))?;
     let started = Instant::now();
     loop {
-        let left: Count = diesel::sql_query("SELECT count(*)::bigint AS n FROM rating_events")
-            .get_result(&mut conn)
+        // Outbox rows and stamped batches not yet delivered.
+        let left = post_rate::db::outbox::pending(&mut conn)
             .await
             .map_err(|e| format!("counting the outbox: {e}"))?;
-        if left.n == 0 {
+        if left == 0 {
             break;
         }
         if started.elapsed() > drain_timeout {
             return Err(format!(
-                "the outbox still holds {} events after {} s",
-                left.n,
+                "the outbox still holds {left} events after {} s",
                 drain_timeout.as_secs()
             ));
         }
@@ -64,15 +55,31 @@ pub async fn run(
         .await
         .map_err(|e| format!("aggregating ratings: {e}"))?;
     let posts_checked = totals.len();
-    let problems: Vec<String> = stream::iter(totals)
-        .map(|t| {
-            let api = api.clone();
-            async move { compare(&api, &t).await }
-        })
-        .buffer_unordered(concurrency.max(1))
-        .filter_map(|r| async move { r })
-        .collect()
-        .await;
+    // With a broker, delivered events may still be on their way through Kafka to Redis:
+    // compare again, only the posts that differed, until they agree or the time is up.
+    let mut pending = totals;
+    let mut problems: Vec<String>;
+    loop {
+        let results: Vec<(PostTotals, Option<String>)> = stream::iter(pending)
+            .map(|t| {
+                let api = api.clone();
+                async move {
+                    let diff = compare(&api, &t).await;
+                    (t, diff)
+                }
+            })
+            .buffer_unordered(concurrency.max(1))
+            .collect()
+            .await;
+        (pending, problems) = results
+            .into_iter()
+            .filter_map(|(t, diff)| Some((t, diff?)))
+            .unzip();
+        if pending.is_empty() || started.elapsed() > drain_timeout {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     Ok(CheckResult {
         posts_checked,
         mismatches: problems.len(),

@@ -28,10 +28,12 @@ impl Sampler {
 
     pub async fn sample(&mut self) -> Option<Sample> {
         diesel::sql_query(
-            "SELECT count(*)::bigint AS rows,
-                    COALESCE(EXTRACT(EPOCH FROM clock_timestamp() - min(created_at)) * 1000,
-                             0)::float8 AS oldest_ms
-             FROM rating_events",
+            "SELECT (SELECT count(*) FROM rating_events)
+                      + (SELECT COALESCE(sum(events), 0) FROM relay_batches)::bigint AS rows,
+                    COALESCE(EXTRACT(EPOCH FROM clock_timestamp() - least(
+                        (SELECT min(created_at) FROM rating_events),
+                        (SELECT min(created_at) FROM relay_batches))) * 1000,
+                             0)::float8 AS oldest_ms",
         )
         .get_result(&mut self.0)
         .await

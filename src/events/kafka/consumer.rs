@@ -22,6 +22,9 @@ use batch::Batch;
 
 mod batch;
 
+/// How long a consumer stopping before its first assignment waits for it (see `run_consumer`).
+const JOIN_BEFORE_LEAVING: Duration = Duration::from_secs(6);
+
 /// First and largest pause between attempts to apply a batch that failed.
 const RETRY_FIRST: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(5);
@@ -39,6 +42,14 @@ pub struct ConsumerConfig {
     /// How long the group waits for a silent member (e.g. one killed with SIGKILL) before its
     /// partitions move to the others (`session.timeout.ms`).
     pub session_timeout_ms: u64,
+    /// `max.poll.interval.ms`, which is also the rebalance timeout the member announces: how
+    /// long a rebalance may wait for members to rejoin. Some brokers (Tansu) wait that long
+    /// for a member that died in the middle of joining, so it bounds a stalled group. A batch
+    /// whose apply keeps failing for longer makes this member leave the group; it rejoins
+    /// when the consumer is restarted, and the fence drops what is read twice.
+    pub max_poll_interval_ms: u64,
+    /// `fetch.wait.max.ms`: how long the broker may hold a fetch that has no new data.
+    pub fetch_wait_ms: u64,
     /// Counters the loop updates; share the `Arc` with /metrics and readiness.
     pub stats: Arc<ConsumerStats>,
 }
@@ -53,6 +64,8 @@ impl ConsumerConfig {
             batch_wait_ms: 50,
             client_id: "post-rate-stats".to_owned(),
             session_timeout_ms: 10_000,
+            max_poll_interval_ms: 30_000,
+            fetch_wait_ms: 10,
             stats: Arc::default(),
         }
     }
@@ -200,12 +213,33 @@ where
         .set("auto.offset.reset", "earliest")
         // No transactions are used; Tansu's PostgreSQL storage also fails read_committed.
         .set("isolation.level", "read_uncommitted")
+        // A fetch returns after this long even with no new data. The default (500 ms) is
+        // what a broker that holds fetches until the deadline (Tansu does) adds to every
+        // event's way into Redis; a few ms keep the commit-to-Redis lag low at the cost of
+        // more, tiny fetch requests when idle.
+        .set("fetch.wait.max.ms", cfg.fetch_wait_ms.to_string())
         .set("enable.partition.eof", "false")
         .set("session.timeout.ms", cfg.session_timeout_ms.to_string())
+        .set("max.poll.interval.ms", cfg.max_poll_interval_ms.to_string())
         .create_with_context(context)?;
     consumer.subscribe(&[cfg.topic.as_str()])?;
+    let rebalances_before = cfg.stats.rebalances.load(Ordering::Relaxed);
 
     let result = consume(&consumer, &cfg, apply, &shutdown).await;
+
+    // Leaving in the middle of the first join stalls the group on some brokers (Tansu makes
+    // the next member wait until the rebalance timeout): let the join finish first. What
+    // arrives meanwhile is not applied and not committed; the next owner reads it.
+    if cfg.stats.rebalances.load(Ordering::Relaxed) == rebalances_before {
+        let deadline = tokio::time::Instant::now() + JOIN_BEFORE_LEAVING;
+        let mut stream = consumer.stream();
+        while cfg.stats.rebalances.load(Ordering::Relaxed) == rebalances_before {
+            match tokio::time::timeout_at(deadline, stream.next()).await {
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => break,
+            }
+        }
+    }
 
     // Closing waits for the broker (final commit, leaving the group): off the async workers.
     let stats = cfg.stats.clone();
