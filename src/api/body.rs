@@ -43,7 +43,7 @@ impl<'a> Body<'a> {
         let len = value.chars().count();
         if value.contains('\0') {
             self.fail(field, "must not contain NUL characters");
-        } else if len < min || len > max {
+        } else if len < min || raw.chars().count() > max {
             let what = if trim && len == 0 && !raw.is_empty() {
                 "must not be blank".to_owned()
             } else {

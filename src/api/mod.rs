@@ -40,29 +40,29 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .service(
                 web::resource("/users")
                     .route(web::post().to(users::register))
-                    .default_service(web::to(method_not_allowed)),
+                    .default_service(allow("POST")),
             )
             .service(
                 web::resource("/auth/token")
                     .route(web::post().to(users::token))
-                    .default_service(web::to(method_not_allowed)),
+                    .default_service(allow("POST")),
             )
             .service(
                 web::resource("/posts")
                     .route(web::get().to(posts::list))
                     .route(web::post().to(posts::create))
-                    .default_service(web::to(method_not_allowed)),
+                    .default_service(allow("GET, POST")),
             )
             .service(
                 web::resource("/posts/{id}")
                     .route(web::get().to(posts::get))
-                    .default_service(web::to(method_not_allowed)),
+                    .default_service(allow("GET")),
             )
             .service(
                 web::resource("/posts/{id}/rating")
                     .route(web::put().to(ratings::put))
                     .route(web::delete().to(ratings::delete))
-                    .default_service(web::to(method_not_allowed)),
+                    .default_service(allow("PUT, DELETE")),
             ),
     )
     .route(
@@ -73,9 +73,21 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .finish()
         }),
     )
-    .route("/healthz", web::get().to(health::healthz))
-    .route("/readyz", web::get().to(health::readyz))
-    .route("/metrics", web::get().to(health::metrics))
+    .service(
+        web::resource("/healthz")
+            .route(web::get().to(health::healthz))
+            .default_service(allow("GET")),
+    )
+    .service(
+        web::resource("/readyz")
+            .route(web::get().to(health::readyz))
+            .default_service(allow("GET")),
+    )
+    .service(
+        web::resource("/metrics")
+            .route(web::get().to(health::metrics))
+            .default_service(allow("GET")),
+    )
     .default_service(web::to(not_found));
 }
 
@@ -141,8 +153,15 @@ async fn not_found() -> HttpResponse {
     ApiError::NotFound("no such resource".into()).error_response()
 }
 
-async fn method_not_allowed() -> HttpResponse {
-    ApiError::MethodNotAllowed("method not allowed on this resource".into()).error_response()
+/// The answer to a method a resource does not have: 405 with the `Allow` header.
+fn allow(methods: &'static str) -> actix_web::Route {
+    web::to(move || async move {
+        let mut res =
+            ApiError::MethodNotAllowed(format!("this resource allows {methods}")).error_response();
+        res.headers_mut()
+            .insert(header::ALLOW, header::HeaderValue::from_static(methods));
+        res
+    })
 }
 
 /// Post ids are positive integers; anything else names no post.

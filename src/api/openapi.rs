@@ -11,8 +11,8 @@ pub struct Credentials {
     /// 3 to 32 of `A-Z a-z 0-9 _ . -`.
     #[schema(min_length = 3, max_length = 32, pattern = "^[A-Za-z0-9_.-]{3,32}$")]
     pub username: String,
-    /// 8 to 128 characters.
-    #[schema(min_length = 8, max_length = 128)]
+    /// 8 to 128 characters, no NUL.
+    #[schema(min_length = 8, max_length = 128, pattern = r"^[^\x00]*$")]
     pub password: String,
 }
 
@@ -31,12 +31,20 @@ pub struct TokenIssued {
     pub expires_in: u64,
 }
 
-/// Body of `POST /api/v1/posts`. Both fields are trimmed and may not be blank.
+/// Body of `POST /api/v1/posts`. Both fields are trimmed and may not be blank or hold NUL.
 #[derive(Serialize, ToSchema)]
 pub struct NewPost {
-    #[schema(min_length = 1, max_length = 255)]
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[^\x00]*[^\s\x00][^\x00]*$"
+    )]
     pub title: String,
-    #[schema(min_length = 1, max_length = 20000)]
+    #[schema(
+        min_length = 1,
+        max_length = 20000,
+        pattern = r"^[^\x00]*[^\s\x00][^\x00]*$"
+    )]
     pub content: String,
 }
 

@@ -137,6 +137,15 @@ async fn unknown_routes_and_methods() {
         405,
     )
     .await;
+    // A 405 names what the resource allows.
+    let res = app
+        .request(Method::DELETE, "/api/v1/posts", None, None)
+        .await;
+    assert_eq!(res.headers()["allow"], "GET, POST");
+    problem(res, 405).await;
+    let res = app.request(Method::POST, "/healthz", None, None).await;
+    assert_eq!(res.headers()["allow"], "GET");
+    problem(res, 405).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
