@@ -1,9 +1,7 @@
 //! Queries on `posts`, always joined with their author.
 
 use chrono::{DateTime, Utc};
-use diesel::dsl::sql;
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Bool, Timestamptz};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use super::schema::{posts, users};
@@ -94,13 +92,15 @@ pub async fn page(
         .limit(limit + 1)
         .into_boxed();
     if let Some(key) = after {
-        // A row comparison, so PostgreSQL walks the (created_at DESC, id DESC) index.
+        // (created_at, id) < (key): the first term lets PostgreSQL walk the
+        // (created_at DESC, id DESC) index, the second settles ties. Plain DSL rather than a
+        // row-comparison SQL literal, so the statement stays cacheable.
         query = query.filter(
-            sql::<Bool>("(posts.created_at, posts.id) < (")
-                .bind::<Timestamptz, _>(key.created_at)
-                .sql(", ")
-                .bind::<BigInt, _>(key.id)
-                .sql(")"),
+            posts::created_at.le(key.created_at).and(
+                posts::created_at
+                    .lt(key.created_at)
+                    .or(posts::id.lt(key.id)),
+            ),
         );
     }
     Ok(query.load(conn).await?)

@@ -2,7 +2,9 @@
 //! rating and its event commit together or not at all.
 
 use chrono::{DateTime, Utc};
+use diesel::pg::Pg;
 use diesel::prelude::*;
+use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::sql_types::{Array, BigInt, Int2, Int4, Timestamptz};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
@@ -19,17 +21,14 @@ pub struct StoredRating {
     pub updated_at: DateTime<Utc>,
 }
 
-/// Inserts or changes the caller's rating of a post and writes the outbox row, in one
-/// statement. The `ON CONFLICT DO UPDATE` takes the row lock and its `SET` sees the latest
-/// committed row, so `prev_score`/`prev_weight` are exactly what this change replaced even
-/// under concurrent re-rates. The `WHERE` makes a same-score re-rate a no-op (no event).
-///
-/// Returns `None` when nothing was written: the post does not exist, is the caller's own,
-/// or already has this score from this caller ([`explain_noop`] tells which).
-const UPSERT: &str = "
-WITH up AS (
+/// The rating upsert after the binds that [`Upsert`] writes as its first CTE
+/// (`WITH v AS (SELECT $1::bigint AS post_id, $2::bigint AS user_id, $3::smallint AS score,
+/// $4::integer AS weight`).
+const UPSERT_REST: &str = "),
+up AS (
     INSERT INTO ratings AS r (post_id, user_id, score, weight)
-    SELECT p.id, $2, $3, $4 FROM posts p WHERE p.id = $1 AND p.created_by <> $2
+    SELECT p.id, v.user_id, v.score, v.weight FROM posts p, v
+    WHERE p.id = v.post_id AND p.created_by <> v.user_id
     ON CONFLICT (post_id, user_id) DO UPDATE
         SET score = EXCLUDED.score, weight = EXCLUDED.weight,
             prev_score = r.score, prev_weight = r.weight, updated_at = now()
@@ -49,6 +48,49 @@ WITH up AS (
 )
 SELECT post_id, score, updated_at FROM up";
 
+/// The upsert as a query whose prepared statement each connection keeps: diesel never
+/// caches `sql_query`, which would cost every rating a second round trip (prepare, then
+/// execute). Each bind appears once, in order, so the SQL is fixed text.
+#[derive(Debug, Clone, Copy)]
+struct Upsert {
+    post_id: i64,
+    user_id: i64,
+    score: i16,
+    weight: i32,
+}
+
+impl QueryId for Upsert {
+    type QueryId = Upsert;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl Query for Upsert {
+    type SqlType = (BigInt, Int2, Timestamptz);
+}
+
+impl QueryFragment<Pg> for Upsert {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql("WITH v AS (SELECT ");
+        out.push_bind_param::<BigInt, _>(&self.post_id)?;
+        out.push_sql("::bigint AS post_id, ");
+        out.push_bind_param::<BigInt, _>(&self.user_id)?;
+        out.push_sql("::bigint AS user_id, ");
+        out.push_bind_param::<Int2, _>(&self.score)?;
+        out.push_sql("::smallint AS score, ");
+        out.push_bind_param::<Int4, _>(&self.weight)?;
+        out.push_sql("::integer AS weight");
+        out.push_sql(UPSERT_REST);
+        Ok(())
+    }
+}
+
+/// Inserts or changes the caller's rating of a post and writes the outbox row, in one
+/// statement. The `ON CONFLICT DO UPDATE` takes the row lock and its `SET` sees the latest
+/// committed row, so `prev_score`/`prev_weight` are exactly what this change replaced even
+/// under concurrent re-rates. The `WHERE` makes a same-score re-rate a no-op (no event).
+///
+/// Returns `None` when nothing was written: the post does not exist, is the caller's own,
+/// or already has this score from this caller ([`explain_noop`] tells which).
 pub async fn upsert(
     conn: &mut AsyncPgConnection,
     post_id: i64,
@@ -56,14 +98,20 @@ pub async fn upsert(
     score: i16,
     weight: i32,
 ) -> DbResult<Option<StoredRating>> {
-    Ok(diesel::sql_query(UPSERT)
-        .bind::<BigInt, _>(post_id)
-        .bind::<BigInt, _>(user_id)
-        .bind::<Int2, _>(score)
-        .bind::<Int4, _>(weight)
-        .get_result(conn)
-        .await
-        .optional()?)
+    let row: Option<(i64, i16, DateTime<Utc>)> = Upsert {
+        post_id,
+        user_id,
+        score,
+        weight,
+    }
+    .get_result(conn)
+    .await
+    .optional()?;
+    Ok(row.map(|(post_id, score, updated_at)| StoredRating {
+        post_id,
+        score,
+        updated_at,
+    }))
 }
 
 /// Why [`upsert`] wrote nothing.
