@@ -45,6 +45,9 @@ pub enum DbError {
     Connect(#[from] ConnectionError),
     #[error("database migration: {0}")]
     Migration(String),
+    /// Stored data the service cannot read back (a relay batch, say).
+    #[error("unreadable stored data: {0}")]
+    Unreadable(String),
 }
 
 impl DbError {

@@ -108,9 +108,8 @@ pub async fn pending_batches(conn: &mut AsyncPgConnection) -> DbResult<Vec<Batch
             .await?;
     rows.into_iter()
         .map(|r| {
-            let events = RatingEvent::decode_all(&r.payload).map_err(|e| {
-                super::DbError::Migration(format!("relay batch {} is unreadable: {e}", r.id))
-            })?;
+            let events = RatingEvent::decode_all(&r.payload)
+                .map_err(|e| super::DbError::Unreadable(format!("relay batch {}: {e}", r.id)))?;
             Ok(Batch { id: r.id, events })
         })
         .collect()
