@@ -118,6 +118,9 @@ pub fn main() -> ExitCode {
             }
         }
     });
+    // Blocking work that cannot finish (a Kafka client closing against a dead broker) must not
+    // keep the process alive after the service stopped.
+    runtime.shutdown_timeout(Duration::from_secs(1));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -67,6 +67,9 @@ pub enum StartError {
     },
 }
 
+/// How long a stopping service waits for the relay and the consumer.
+const WORKERS_STOP: std::time::Duration = std::time::Duration::from_secs(8);
+
 /// A started service: its address, and the means to stop it.
 pub struct Running {
     pub addr: SocketAddr,
@@ -84,8 +87,11 @@ impl Running {
         self.handle.stop(true).await;
         let _ = self.server.await;
         self.shutdown.cancel();
-        for worker in self.workers {
-            let _ = worker.await;
+        // The relay drains for up to 5 s; a consumer whose broker is gone may not manage to
+        // close at all. Either way the process does not wait longer than this.
+        let workers = futures::future::join_all(self.workers);
+        if tokio::time::timeout(WORKERS_STOP, workers).await.is_err() {
+            log::warn!("background workers did not stop within {WORKERS_STOP:?}; exiting anyway");
         }
     }
 

@@ -361,7 +361,7 @@ async fn a_paused_broker_gives_no_5xx_and_ends_exact() {
     broker_script(port, &["start"]);
     let brokers = format!("127.0.0.1:{port}");
     let settings = kafka_settings(&brokers);
-    let app = TestApp::with_settings(settings.clone()).await;
+    let mut app = TestApp::with_settings(settings.clone()).await;
     let (posts, users) = setup(&app, 4).await;
     let tokens: Vec<(String, usize)> = users
         .iter()
@@ -386,6 +386,8 @@ async fn a_paused_broker_gives_no_5xx_and_ends_exact() {
     assert_eq!(server_errors, 0, "no 5xx while the broker was paused");
     app.wait_idle().await;
     app.wait_exact(&posts, EXACT_WITHIN).await;
+    // The service first: its consumer closes against a live broker.
+    app.stop().await;
     broker_script(port, &["stop"]);
 }
 
