@@ -121,21 +121,6 @@ async fn a_bomb_after_steady_traffic_moves_the_damped_average_far_less() {
         "damped moved {damped_move}, raw {raw_move}"
     );
     app.assert_exact(post).await;
-    let damped: f64 = metric(&app, "post_rate_burst_damped_ratings_total").await;
+    let damped: f64 = app.metric("post_rate_burst_damped_ratings_total").await;
     assert!(damped > 0.0);
-}
-
-async fn metric(app: &TestApp, name: &str) -> f64 {
-    let text = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-        .unwrap_or(0.0)
 }

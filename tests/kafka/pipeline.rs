@@ -68,7 +68,7 @@ async fn stats_are_exact_through_kafka_and_duplicates_are_skipped() {
     rate_all(&app, &posts, &users, 3).await;
     app.wait_idle().await;
     app.wait_exact(&posts, EXACT_WITHIN).await;
-    let applied = metric(&app, "post_rate_events_applied_total").await;
+    let applied = app.metric("post_rate_events_applied_total").await;
     assert!(applied > 0.0);
 
     // A relay that crashed after publishing publishes again: the same stamped events reach
@@ -93,7 +93,7 @@ async fn stats_are_exact_through_kafka_and_duplicates_are_skipped() {
     let publisher = kafka::Publisher::new(brokers(), &topic).unwrap();
     publisher.publish(&replay).await.unwrap();
     let deadline = Instant::now() + EXACT_WITHIN;
-    while metric(&app, "post_rate_events_duplicate_total").await < 20.0 {
+    while app.metric("post_rate_events_duplicate_total").await < 20.0 {
         assert!(Instant::now() < deadline, "duplicates were not seen");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -106,7 +106,7 @@ async fn stats_are_exact_through_kafka_and_duplicates_are_skipped() {
     again.run_relay = false;
     let mut replayer = TestApp::with_settings(again).await;
     let deadline = Instant::now() + EXACT_WITHIN;
-    while metric(&replayer, "post_rate_events_duplicate_total").await < applied {
+    while replayer.metric("post_rate_events_duplicate_total").await < applied {
         assert!(Instant::now() < deadline, "the replay was not consumed");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -120,21 +120,6 @@ async fn stats_are_exact_through_kafka_and_duplicates_are_skipped() {
     kafka::delete_topic(brokers(), &topic).await.unwrap();
 }
 
-async fn metric(app: &TestApp, name: &str) -> f64 {
-    let text = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_split_the_partitions() {
     let settings = kafka_settings(brokers());
@@ -144,8 +129,8 @@ async fn two_instances_split_the_partitions() {
     let deadline = Instant::now() + EXACT_WITHIN;
     loop {
         let (ra, rb) = (
-            metric(&a, "post_rate_consumer_rebalances_total").await,
-            metric(&b, "post_rate_consumer_rebalances_total").await,
+            a.metric("post_rate_consumer_rebalances_total").await,
+            b.metric("post_rate_consumer_rebalances_total").await,
         );
         if ra > 0.0 && rb > 0.0 {
             break;
@@ -165,8 +150,8 @@ async fn two_instances_split_the_partitions() {
     );
     a.wait_idle().await;
     a.wait_exact(&posts, EXACT_WITHIN).await;
-    let applied_a = metric(&a, "post_rate_events_applied_total").await;
-    let applied_b = metric(&b, "post_rate_events_applied_total").await;
+    let applied_a = a.metric("post_rate_events_applied_total").await;
+    let applied_b = b.metric("post_rate_events_applied_total").await;
     assert!(
         applied_a > 0.0 && applied_b > 0.0,
         "both consumers applied events: {applied_a} / {applied_b}"
