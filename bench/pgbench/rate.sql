@@ -1,12 +1,15 @@
--- pgbench on the service's rating write (src/db/ratings.rs UPSERT), verbatim but for the
--- parameters: one statement that upserts the rating and inserts its outbox row.
+-- pgbench on the service's rating write (src/db/ratings.rs): the same statement, with the
+-- binds as pgbench variables: it upserts the rating and inserts its outbox row. A unit test
+-- in src/db/ratings.rs fails when this file and the service's statement drift apart.
 -- Variables: nposts, nusers (posts 1..nposts by user 1; raters 2..nusers+1), weight 1000.
 \set post random(1, :nposts)
 \set uid random(2, :nusers + 1)
 \set score random(0, 5)
-WITH up AS (
+WITH v AS (SELECT :post::bigint AS post_id, :uid::bigint AS user_id, :score::smallint AS score, 1000::integer AS weight),
+up AS (
     INSERT INTO ratings AS r (post_id, user_id, score, weight)
-    SELECT p.id, :uid, :score, 1000 FROM posts p WHERE p.id = :post AND p.created_by <> :uid
+    SELECT p.id, v.user_id, v.score, v.weight FROM posts p, v
+    WHERE p.id = v.post_id AND p.created_by <> v.user_id
     ON CONFLICT (post_id, user_id) DO UPDATE
         SET score = EXCLUDED.score, weight = EXCLUDED.weight,
             prev_score = r.score, prev_weight = r.weight, updated_at = now()

@@ -223,3 +223,13 @@ pub async fn totals(conn: &mut AsyncPgConnection) -> DbResult<Vec<PostTotals>> {
     .load(conn)
     .await?)
 }
+
+#[cfg(test)]
+mod tests {
+    /// The pgbench script measures this statement: it must be the same text.
+    #[test]
+    fn the_benchmarked_statement_is_the_services() {
+        let bench = include_str!("../../bench/pgbench/rate.sql");
+        assert!(bench.contains(super::UPSERT_REST));
+    }
+}
