@@ -34,6 +34,8 @@ pub struct AppState {
     pub tokens: TokenKeys,
     pub cursors: CursorCodec,
     pub metrics: Arc<Metrics>,
+    /// Post id → author: posts never change author, so entries never go stale.
+    pub authors: moka::future::Cache<i64, i64>,
     /// Readiness check of the broker, when one is configured.
     pub kafka_probe: Option<Probe>,
     /// The stats consumer's counters, when this instance runs one.
@@ -183,6 +185,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         burst: BurstDetector::new(settings.burst),
         tokens: TokenKeys::new(&settings.jwt_secret, settings.token_ttl_secs),
         cursors: CursorCodec::new(&settings.jwt_secret),
+        authors: moka::future::Cache::new(settings.stats_cache_capacity),
         pool,
         metrics,
         kafka_probe: kafka.map(|brokers| -> Probe {

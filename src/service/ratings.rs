@@ -16,15 +16,24 @@ pub struct Rated {
 }
 
 /// Sets the caller's score for a post. The burst weight costs one Redis round trip (full
-/// weight when Redis is down); the rating and its outbox row are one SQL statement.
+/// weight when Redis is down); the rating and its outbox row are one SQL statement. An
+/// unknown post or the caller's own is refused first, so a refused request leaves no trace,
+/// not even in the post's burst baseline.
 pub async fn rate(
     state: &AppState,
     user: &AuthUser,
     post_id: i64,
     score: i16,
 ) -> Result<Rated, ApiError> {
-    let weight = burst_weight(state, post_id).await;
     let mut conn = state.db().await?;
+    match author_of(state, &mut conn, post_id).await? {
+        None => return Err(ApiError::post_not_found()),
+        Some(author) if author == user.id => {
+            return Err(ApiError::Forbidden("you cannot rate your own post"))
+        }
+        Some(_) => {}
+    }
+    let weight = burst_weight(state, post_id).await;
     // Two passes at most: the second only if the rating was withdrawn between statements.
     for _ in 0..2 {
         if let Some(r) = db::ratings::upsert(&mut conn, post_id, user.id, score, weight).await? {
@@ -51,6 +60,23 @@ pub async fn rate(
     Err(ApiError::Internal(
         "rating kept changing while being written".into(),
     ))
+}
+
+/// A post's author. Posts are never deleted nor change author, so a cached answer is always
+/// right and the hot path costs no query once a post has been rated here.
+async fn author_of(
+    state: &AppState,
+    conn: &mut diesel_async::AsyncPgConnection,
+    post_id: i64,
+) -> Result<Option<i64>, ApiError> {
+    if let Some(author) = state.authors.get(&post_id).await {
+        return Ok(Some(author));
+    }
+    let author = db::posts::author_of(conn, post_id).await?;
+    if let Some(author) = author {
+        state.authors.insert(post_id, author).await;
+    }
+    Ok(author)
 }
 
 /// The weight of a new rating in thousandths; full weight, logged and counted, when Redis

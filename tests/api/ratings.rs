@@ -181,7 +181,21 @@ async fn rating_rules() {
     problem(res, 404).await;
     let res = app.request(Method::DELETE, &path, None, None).await;
     problem(res, 401).await;
-    // None of it stored anything.
+    // None of it stored anything, not even an arrival in a burst baseline.
+    let mut redis = redis::Client::open(app.settings.redis_url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    for id in [post, 999_999] {
+        let key = format!("{}burst:{id}", app.settings.redis_key_prefix);
+        let exists: bool = redis::cmd("EXISTS")
+            .arg(&key)
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        assert!(!exists, "{key} was written by a refused rating");
+    }
     app.wait_idle().await;
     let got = app.get_post(post, None).await;
     assert_eq!(got["rating_count"], 0);
