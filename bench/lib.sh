@@ -62,6 +62,7 @@ start_service() {
     CREATED_PREFIXES+=("$prefix")
     env DATABASE_URL="$url" REDIS_KEY_PREFIX="$prefix" BIND_ADDR="127.0.0.1:$BENCH_PORT" \
         JWT_SECRET="$BENCH_JWT_SECRET" RUST_LOG="${RUST_LOG:-warn}" \
+        RATE_LIMIT_WRITES_PER_MIN=0 RATE_LIMIT_AUTH_PER_MIN=0 \
         "$@" "$BIN/post-rate" serve >>"$BENCH_TMP/service.log" 2>&1 &
     SERVICE_PID=$!
     for _ in $(seq 1 150); do

@@ -158,7 +158,7 @@ pub struct AuthUser {
 #[derive(Debug, Clone)]
 pub struct MaybeUser(pub Option<AuthUser>);
 
-fn authenticate(req: &HttpRequest) -> Result<AuthUser, ApiError> {
+pub(crate) fn authenticate(req: &HttpRequest) -> Result<AuthUser, ApiError> {
     let state = req
         .app_data::<web::Data<AppState>>()
         .ok_or_else(|| ApiError::Internal("application state missing".into()))?;

@@ -75,6 +75,13 @@ pub struct Settings {
     /// `CONSUMER_BATCH_SIZE` [5000] and `CONSUMER_BATCH_WAIT_MS` [20].
     pub consumer_batch_size: usize,
     pub consumer_batch_wait: Duration,
+    /// `RATE_LIMIT_WRITES_PER_MIN` [120]: post and rating writes per user; 0 disables.
+    pub rate_limit_writes_per_min: u32,
+    /// `RATE_LIMIT_AUTH_PER_MIN` [30]: register and token requests per client address; 0 disables.
+    pub rate_limit_auth_per_min: u32,
+    /// `RATE_LIMIT_TRUST_FORWARDED_FOR` [false]: the client address is the last
+    /// `X-Forwarded-For` entry (set it only behind a proxy that appends it).
+    pub rate_limit_trust_forwarded_for: bool,
     /// `APP_ENV` [development]: `production` refuses insecure settings.
     pub production: bool,
 }
@@ -207,6 +214,9 @@ impl Settings {
             relay_poll: millis("RELAY_POLL_MS", 20)?,
             consumer_batch_size: parse_range("CONSUMER_BATCH_SIZE", 5000, 1, 1_000_000)?,
             consumer_batch_wait: millis("CONSUMER_BATCH_WAIT_MS", 20)?,
+            rate_limit_writes_per_min: parse_range("RATE_LIMIT_WRITES_PER_MIN", 120, 0, 1_000_000)?,
+            rate_limit_auth_per_min: parse_range("RATE_LIMIT_AUTH_PER_MIN", 30, 0, 1_000_000)?,
+            rate_limit_trust_forwarded_for: parse_bool("RATE_LIMIT_TRUST_FORWARDED_FOR", false)?,
             production,
         })
     }

@@ -40,6 +40,9 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("request has invalid fields")]
     Validation(Vec<FieldError>),
+    /// Over a RATE_LIMIT_*; answered with `Retry-After`.
+    #[error("too many requests; retry in {retry_after_secs} s")]
+    TooManyRequests { retry_after_secs: u64 },
     /// A dependency (PostgreSQL, Redis) is down; the cause is logged, never sent.
     #[error("{0} is unavailable")]
     Unavailable(&'static str),
@@ -70,6 +73,7 @@ impl ApiError {
                 ("unsupported-media-type", "Unsupported Media Type")
             }
             ApiError::Validation(_) => ("validation-error", "Unprocessable Content"),
+            ApiError::TooManyRequests { .. } => ("too-many-requests", "Too Many Requests"),
             ApiError::Unavailable(_) => ("service-unavailable", "Service Unavailable"),
             ApiError::Internal(_) => ("internal-error", "Internal Server Error"),
         }
@@ -102,6 +106,7 @@ impl ResponseError for ApiError {
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -139,6 +144,9 @@ impl ResponseError for ApiError {
         match self {
             ApiError::Unauthorized(_) => {
                 builder.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+            }
+            ApiError::TooManyRequests { retry_after_secs } => {
+                builder.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
             }
             ApiError::Unavailable(_) => {
                 builder.insert_header((header::RETRY_AFTER, "1"));

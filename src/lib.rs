@@ -7,6 +7,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod events;
+pub mod limits;
 pub mod metrics;
 pub mod reconcile;
 pub mod server;

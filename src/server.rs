@@ -19,6 +19,7 @@ use crate::error::ApiError;
 use crate::events::consumer::StatsConsumer;
 use crate::events::kafka::ConsumerStats;
 use crate::events::relay::{KafkaSink, Relay, Sink};
+use crate::limits::RateLimits;
 use crate::metrics::Metrics;
 use crate::stats::burst::BurstDetector;
 use crate::stats::{StatsCache, StatsStore};
@@ -36,6 +37,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Post id → author: posts never change author, so entries never go stale.
     pub authors: moka::future::Cache<i64, i64>,
+    /// `RATE_LIMIT_*`, per instance.
+    pub limits: Arc<RateLimits>,
     /// Readiness check of the broker, when one is configured.
     pub kafka_probe: Option<Probe>,
     /// The stats consumer's counters, when this instance runs one.
@@ -174,6 +177,15 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         };
         workers.push(tokio::spawn(relay.run(shutdown.clone())));
     }
+    let limits = Arc::new(RateLimits::new(
+        settings.rate_limit_writes_per_min,
+        settings.rate_limit_auth_per_min,
+        settings.rate_limit_trust_forwarded_for,
+    ));
+    workers.push(tokio::spawn(RateLimits::sweep(
+        Arc::downgrade(&limits),
+        shutdown.clone(),
+    )));
     let state = web::Data::new(AppState {
         stats: StatsCache::new(
             store,
@@ -186,6 +198,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         tokens: TokenKeys::new(&settings.jwt_secret, settings.token_ttl_secs),
         cursors: CursorCodec::new(&settings.jwt_secret),
         authors: moka::future::Cache::new(settings.stats_cache_capacity),
+        limits,
         pool,
         metrics,
         kafka_probe: kafka.map(|brokers| -> Probe {

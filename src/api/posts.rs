@@ -6,9 +6,10 @@ use serde_json::Value;
 
 use super::body::Body;
 use super::openapi::{NewPost, PostPage, Problem};
-use crate::auth::{AuthUser, MaybeUser};
+use crate::auth::MaybeUser;
 use crate::db::posts::PageKey;
 use crate::error::{ApiError, FieldError};
+use crate::limits::Writer;
 use crate::server::AppState;
 use crate::service::posts;
 use crate::service::posts::Post;
@@ -29,12 +30,13 @@ const MAX_LIMIT: i64 = 100;
         (status = 413, description = "Body over 256 KiB", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Body is not application/json", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Over RATE_LIMIT_WRITES_PER_MIN", body = Problem, content_type = "application/problem+json", headers(("Retry-After" = u64, description = "Seconds until a request passes again"))),
         (status = 503, description = "A dependency is down", body = Problem, content_type = "application/problem+json")
     )
 )]
 pub async fn create(
     state: web::Data<AppState>,
-    user: AuthUser,
+    Writer(user): Writer,
     body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
     let mut b = Body::new(&body)?;

@@ -5,8 +5,8 @@ use serde_json::{json, Value};
 
 use super::body::Body;
 use super::openapi::{NewRating, Problem, RatingSaved};
-use crate::auth::AuthUser;
 use crate::error::ApiError;
+use crate::limits::Writer;
 use crate::server::AppState;
 use crate::service::ratings;
 
@@ -26,12 +26,13 @@ use crate::service::ratings;
         (status = 413, description = "Body over 256 KiB", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Body is not application/json", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Over RATE_LIMIT_WRITES_PER_MIN", body = Problem, content_type = "application/problem+json", headers(("Retry-After" = u64, description = "Seconds until a request passes again"))),
         (status = 503, description = "A dependency is down", body = Problem, content_type = "application/problem+json")
     )
 )]
 pub async fn put(
     state: web::Data<AppState>,
-    user: AuthUser,
+    Writer(user): Writer,
     id: web::Path<String>,
     body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
@@ -59,12 +60,13 @@ pub async fn put(
         (status = 204, description = "Withdrawn (or there was nothing to withdraw)"),
         (status = 401, description = "Missing, invalid or expired token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Unknown post", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Over RATE_LIMIT_WRITES_PER_MIN", body = Problem, content_type = "application/problem+json", headers(("Retry-After" = u64, description = "Seconds until a request passes again"))),
         (status = 503, description = "A dependency is down", body = Problem, content_type = "application/problem+json")
     )
 )]
 pub async fn delete(
     state: web::Data<AppState>,
-    user: AuthUser,
+    Writer(user): Writer,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let post_id = super::post_id(&id)?;

@@ -6,6 +6,7 @@ use serde_json::{json, Value};
 use super::body::{check_username, Body};
 use super::openapi::{Credentials, Problem, TokenIssued, UserCreated};
 use crate::error::ApiError;
+use crate::limits::AuthAttempt;
 use crate::server::AppState;
 use crate::service::users;
 
@@ -21,10 +22,12 @@ use crate::service::users;
         (status = 413, description = "Body over 256 KiB", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Body is not application/json", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Over RATE_LIMIT_AUTH_PER_MIN", body = Problem, content_type = "application/problem+json", headers(("Retry-After" = u64, description = "Seconds until a request passes again"))),
         (status = 503, description = "A dependency is down", body = Problem, content_type = "application/problem+json")
     )
 )]
 pub async fn register(
+    _attempt: AuthAttempt,
     state: web::Data<AppState>,
     body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
@@ -51,10 +54,12 @@ pub async fn register(
         (status = 413, description = "Body over 256 KiB", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Body is not application/json", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Over RATE_LIMIT_AUTH_PER_MIN", body = Problem, content_type = "application/problem+json", headers(("Retry-After" = u64, description = "Seconds until a request passes again"))),
         (status = 503, description = "A dependency is down", body = Problem, content_type = "application/problem+json")
     )
 )]
 pub async fn token(
+    _attempt: AuthAttempt,
     state: web::Data<AppState>,
     body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {

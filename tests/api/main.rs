@@ -4,6 +4,7 @@ mod burst;
 mod common;
 mod errors;
 mod hostile;
+mod limits;
 mod outage;
 mod posts;
 mod proxy;

@@ -184,6 +184,8 @@ impl Process {
             .env("KAFKA_SESSION_TIMEOUT_MS", "6000")
             .env("JWT_SECRET", crate::app::JWT_SECRET)
             .env("STATS_CACHE_TTL_SECS", "0")
+            .env("RATE_LIMIT_WRITES_PER_MIN", "0")
+            .env("RATE_LIMIT_AUTH_PER_MIN", "0")
             .env("BIND_ADDR", format!("127.0.0.1:{port}"))
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())

@@ -87,6 +87,12 @@ impl Api {
             .map_err(|e| format!("{method} {path}: {e}"))?;
         let status = resp.status();
         let text = resp.text().await.map_err(|e| e.to_string())?;
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            return Err(format!(
+                "{method} {path}: {status}: {text}\n  the service rate-limits this request; \
+                 start it with RATE_LIMIT_AUTH_PER_MIN=0 RATE_LIMIT_WRITES_PER_MIN=0 for load tests"
+            ));
+        }
         if status != want {
             return Err(format!("{method} {path}: {status}: {text}"));
         }
