@@ -87,8 +87,22 @@ pub async fn get(state: &AppState, viewer: Option<&AuthUser>, id: i64) -> Result
     let row = db::posts::get(&mut conn, id)
         .await?
         .ok_or_else(ApiError::post_not_found)?;
-    let mut posts = decorate(state, &mut conn, viewer, vec![row]).await?;
-    posts.pop().ok_or_else(ApiError::post_not_found)
+    let ids = [id];
+    let (mine, stats) = futures::join!(
+        async {
+            match viewer {
+                Some(user) => db::ratings::scores_of_user(&mut conn, user.id, &ids).await,
+                None => Ok(Vec::new()),
+            }
+        },
+        stats_of(state, &ids)
+    );
+    let mine = mine?.first().map(|&(_, score)| score);
+    Ok(Post::new(
+        row,
+        stats.as_ref().and_then(|s| s.get(&id)),
+        mine,
+    ))
 }
 
 pub struct Page {
@@ -103,53 +117,36 @@ pub async fn list(
     limit: i64,
 ) -> Result<Page, ApiError> {
     let mut conn = state.db().await?;
-    let mut rows = db::posts::page(&mut conn, after, limit).await?;
+    let mut rows = db::posts::page(&mut conn, viewer.map(|u| u.id), after, limit).await?;
+    // The connection goes back to the pool before the stats are read.
+    drop(conn);
     let has_more = rows.len() as i64 > limit;
     rows.truncate(limit as usize);
-    let next = rows.last().filter(|_| has_more).map(|r| PageKey {
+    let next = rows.last().filter(|_| has_more).map(|(r, _)| PageKey {
         created_at: r.created_at,
         id: r.id,
     });
-    let posts = decorate(state, &mut conn, viewer, rows).await?;
+    let ids: Vec<i64> = rows.iter().map(|(r, _)| r.id).collect();
+    let stats = stats_of(state, &ids).await;
+    let posts = rows
+        .into_iter()
+        .map(|(row, mine)| {
+            let id = row.id;
+            Post::new(row, stats.as_ref().and_then(|s| s.get(&id)), mine)
+        })
+        .collect();
     Ok(Page { posts, next })
 }
 
-/// Adds to `rows` the caller's ratings of exactly those posts (one query) and their stats
-/// (cache, then one Redis round trip for the misses), both at once.
-async fn decorate(
-    state: &AppState,
-    conn: &mut diesel_async::AsyncPgConnection,
-    viewer: Option<&AuthUser>,
-    rows: Vec<PostRow>,
-) -> Result<Vec<Post>, ApiError> {
-    let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-    let (mine, stats) = futures::join!(
-        async {
-            match viewer {
-                Some(user) => db::ratings::scores_of_user(conn, user.id, &ids).await,
-                None => Ok(Vec::new()),
-            }
-        },
-        state.stats.get_many(&ids)
-    );
-    let mine: HashMap<i64, i16> = mine?.into_iter().collect();
-    let stats = match stats {
+/// The stats of `ids` (cache, then one Redis round trip for the misses), or `None` when
+/// Redis cannot be reached: the posts are still served, without stats.
+async fn stats_of(state: &AppState, ids: &[i64]) -> Option<HashMap<i64, PostStats>> {
+    match state.stats.get_many(ids).await {
         Ok(stats) => Some(stats),
         Err(e) => {
             log::warn!("stats unavailable, answering without them: {e}");
             state.metrics.redis_errors.inc();
             None
         }
-    };
-    Ok(rows
-        .into_iter()
-        .map(|row| {
-            let id = row.id;
-            Post::new(
-                row,
-                stats.as_ref().and_then(|s| s.get(&id)),
-                mine.get(&id).copied(),
-            )
-        })
-        .collect())
+    }
 }

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::common::{problem, TestApp};
+use crate::common::{problem, TestApp, User};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_and_get() {
@@ -113,11 +113,112 @@ async fn post_field_rules() {
 }
 
 async fn page(app: &TestApp, query: &str) -> Value {
+    page_as(app, query, None).await
+}
+
+async fn page_as(app: &TestApp, query: &str, viewer: Option<&User>) -> Value {
     let res = app
-        .request(Method::GET, &format!("/api/v1/posts{query}"), None, None)
+        .request(
+            Method::GET,
+            &format!("/api/v1/posts{query}"),
+            viewer.map(|u| u.token.as_str()),
+            None,
+        )
         .await;
     assert_eq!(res.status(), StatusCode::OK, "{query}");
     res.json().await.unwrap()
+}
+
+/// `user_rating` of every post on the pages `viewer` walks with `limit`, newest first.
+async fn own_ratings(app: &TestApp, viewer: Option<&User>, limit: usize) -> Vec<Value> {
+    let mut seen = Vec::new();
+    let mut query = format!("?limit={limit}");
+    loop {
+        let body = page_as(app, &query, viewer).await;
+        seen.extend(
+            body["results"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["user_rating"].clone()),
+        );
+        match body["next_cursor"].as_str() {
+            Some(c) => query = format!("?limit={limit}&cursor={c}"),
+            None => return seen,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_caller_sees_only_their_own_ratings_on_every_page() {
+    let app = TestApp::new().await;
+    let author = app.register("ivan").await;
+    let (a, b) = (app.register("judy").await, app.register("karl").await);
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        ids.push(app.create_post(&author, &format!("post {i}")).await);
+    }
+    ids.reverse();
+    // judy rates posts 0, 2, 4, 6 (newest first), karl rates 1 and 2 differently.
+    for (n, &id) in ids.iter().enumerate() {
+        if n % 2 == 0 {
+            assert_eq!(app.rate(&a, id, (n % 6) as i64).await.status(), 200);
+        }
+    }
+    assert_eq!(app.rate(&b, ids[1], 5).await.status(), 200);
+    assert_eq!(app.rate(&b, ids[2], 1).await.status(), 200);
+    // A withdrawn rating is gone from the page at once.
+    assert_eq!(app.rate(&a, ids[6], 3).await.status(), 200);
+    let res = app
+        .request(
+            Method::DELETE,
+            &format!("/api/v1/posts/{}/rating", ids[6]),
+            Some(&a.token),
+            None,
+        )
+        .await;
+    assert_eq!(res.status(), 204);
+
+    let want_a = [
+        json!(0),
+        Value::Null,
+        json!(2),
+        Value::Null,
+        json!(4),
+        Value::Null,
+        Value::Null,
+    ];
+    let want_b = [
+        Value::Null,
+        json!(5),
+        json!(1),
+        Value::Null,
+        Value::Null,
+        Value::Null,
+        Value::Null,
+    ];
+    for limit in [3, 7] {
+        assert_eq!(
+            own_ratings(&app, Some(&a), limit).await,
+            want_a,
+            "judy, limit {limit}"
+        );
+        assert_eq!(
+            own_ratings(&app, Some(&b), limit).await,
+            want_b,
+            "karl, limit {limit}"
+        );
+        let anonymous = own_ratings(&app, None, limit).await;
+        assert!(
+            anonymous.iter().all(Value::is_null),
+            "anonymous: {anonymous:?}"
+        );
+        let by_author = own_ratings(&app, Some(&author), limit).await;
+        assert!(
+            by_author.iter().all(Value::is_null),
+            "author: {by_author:?}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
