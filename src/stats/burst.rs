@@ -17,10 +17,12 @@
 //! where `p` is the previous bucket's own count (0 if that bucket was idle, or for a new post)
 //! and `f` the elapsed fraction of the current bucket: the previous bucket's arrivals, assumed
 //! spread evenly, that still lie within one bucket length of now. Since `x_est >= x`, a rating
-//! is never damped less than under the literal rule; a rating that `x` alone would judge
-//! organic is damped only while the previous bucket was itself above the limit. The baseline
-//! is unchanged: finished buckets are still folded into `mu` / `var` as `min(x, UCL)` of their
-//! own count, so bucketed statistics and the cap on training the baseline stay as designed.
+//! is never damped less than under the literal rule; it is damped more only when the last `B`
+//! seconds, not the bucket so far, held more than `UCL` arrivals, e.g. organic ratings in the
+//! bucket right after a bomb. The baseline is unchanged: finished buckets are still folded into
+//! `mu` / `var` as `min(x, UCL)` of their own count, so the bucketed statistics and the cap on
+//! training the baseline stay as designed. A lagging clock (a time before the current bucket)
+//! counts into the current bucket with `f = 0`, the strictest reading of the window.
 
 use redis::aio::ConnectionLike;
 

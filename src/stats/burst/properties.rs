@@ -253,26 +253,42 @@ fn one_second_buckets_pass_the_issue_4_acceptance() {
     }
 }
 
-/// What the defaults still miss (README, "Measured"): over many seeds and bomb offsets, a few
-/// 1/s Poisson draws, and new posts rated ~500/s or more in their first minute. Run with
-/// `--ignored --nocapture` for the numbers; kept as failing checks, not loosened ones.
+/// What the defaults still miss (README, "Still missed"): over many seeds and bomb offsets,
+/// rates below 1/s, a few 1/s Poisson draws, and new posts rated ~500/s or more in their first
+/// minute (400/s, which passes, is there for the edge). Run with `--ignored --nocapture` for
+/// the numbers; kept as failing checks, not loosened ones.
 #[test]
-#[ignore = "known gap: 1/s Poisson on a few seeds, and >= ~500/s on a new post"]
+#[ignore = "known gap: < 1/s, 1/s Poisson on a few seeds, and >= ~500/s on a new post"]
 fn known_gaps() {
     let mut failed = Vec::new();
-    for (per_sec, seeds) in [(1.0, 100..150), (500.0, 100..105), (1000.0, 100..105)] {
-        let mut ratios = Vec::new();
+    let cases = [
+        (0.5, true, 100..150),
+        (0.5, false, 100..150),
+        (1.0, true, 100..150),
+        (400.0, true, 100..105),
+        (500.0, true, 100..105),
+        (1000.0, true, 100..105),
+    ];
+    for (per_sec, poisson_arrivals, seeds) in cases {
+        let (mut ratios, mut organic_weight) = (Vec::new(), Vec::new());
         for offset in [0, 100, 250, 400, 500, 600, 750, 900] {
             for seed in seeds.clone() {
-                ratios.push(acceptance(per_sec, true, offset, seed).1);
+                let (events, organic) = acceptance_events(per_sec, poisson_arrivals, offset, seed);
+                let weights = model_weights(&events);
+                ratios.push(acceptance_outcome(&events, organic, &weights).1);
+                let w: i64 = weights[..organic].iter().map(|&w| i64::from(w)).sum();
+                organic_weight.push(w as f64 / 1000.0 / organic as f64);
             }
         }
-        ratios.sort_by(f64::total_cmp);
+        for v in [&mut ratios, &mut organic_weight] {
+            v.sort_by(f64::total_cmp);
+        }
         let (n, over) = (ratios.len(), ratios.iter().filter(|&&r| r > 0.6).count());
         println!(
-            "{per_sec}/s Poisson: damped/raw move median {:.3}, max {:.3}; {over} of {n} draws above 0.6",
+            "{per_sec}/s poisson={poisson_arrivals}: damped/raw move median {:.3}, max {:.3}, {over} of {n} runs above 0.6; organic ratings keep {:.1}% of their weight (median)",
             ratios[n / 2],
-            ratios[n - 1]
+            ratios[n - 1],
+            100.0 * organic_weight[n / 2]
         );
         if over > 0 {
             failed.push(per_sec);
