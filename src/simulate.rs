@@ -261,7 +261,11 @@ fn events(segments: &[Segment], cfg: &BurstConfig, rng: &mut Rng) -> Vec<(i64, u
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Row {
     pub bucket: i64,
+    /// Arrivals counted in this bucket (`x` at its end).
     pub arrivals: u64,
+    /// The largest sliding-window estimate `x_est` a rating in this bucket was judged by: its
+    /// own arrivals so far plus the part of the previous bucket still in the window.
+    pub max_estimate: f64,
     /// The limit ratings in this bucket were judged against.
     pub ucl: f64,
     pub weight_milli_sum: i64,
@@ -334,8 +338,8 @@ pub fn run_with_base(
     )?;
     writeln!(
         out,
-        "{:>8} {:>9} {:>9} {:>9} {:>7} {:>9} {:>10}",
-        "bucket", "time", "arrivals", "UCL", "mean_w", "raw_avg", "damped_avg"
+        "{:>8} {:>9} {:>9} {:>9} {:>9} {:>7} {:>9} {:>10}",
+        "bucket", "time", "arrivals", "max_x_est", "UCL", "mean_w", "raw_avg", "damped_avg"
     )?;
     let avg = |a: Option<f64>| a.map_or_else(|| "-".to_string(), |v| format!("{v:.3}"));
     for (i, r) in rows.iter().enumerate() {
@@ -343,12 +347,18 @@ pub fn run_with_base(
         if (i as u64).is_multiple_of(every) || r.damped() || last {
             let secs = r.bucket * i64::from(cfg.bucket_secs);
             let time = format!("{}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60);
+            let max_estimate = if r.arrivals == 0 {
+                "-".to_string()
+            } else {
+                format!("{:.1}", r.max_estimate)
+            };
             writeln!(
                 out,
-                "{:>8} {:>9} {:>9} {:>9.1} {:>7.3} {:>9} {:>10}",
+                "{:>8} {:>9} {:>9} {:>9} {:>9.1} {:>7.3} {:>9} {:>10}",
                 r.bucket,
                 time,
                 r.arrivals,
+                max_estimate,
                 r.ucl,
                 r.mean_weight(),
                 avg(r.raw_avg),
@@ -381,6 +391,7 @@ pub(crate) fn table(events: &[(i64, u8)], cfg: &BurstConfig) -> Vec<Row> {
             rows.push(Row {
                 bucket: idle,
                 arrivals: 0,
+                max_estimate: 0.0,
                 ucl: state.ucl_at(idle * bucket_ms, cfg),
                 weight_milli_sum: 0,
                 raw_avg: totals.raw(),
@@ -391,6 +402,7 @@ pub(crate) fn table(events: &[(i64, u8)], cfg: &BurstConfig) -> Vec<Row> {
             rows.push(Row {
                 bucket,
                 arrivals: 0,
+                max_estimate: 0.0,
                 ucl: 0.0,
                 weight_milli_sum: 0,
                 raw_avg: None,
@@ -404,6 +416,7 @@ pub(crate) fn table(events: &[(i64, u8)], cfg: &BurstConfig) -> Vec<Row> {
         totals.ws_sum += i64::from(obs.weight_milli) * i64::from(score);
         if let Some(row) = rows.last_mut() {
             row.arrivals += 1;
+            row.max_estimate = row.max_estimate.max(obs.estimate);
             row.ucl = obs.ucl;
             row.weight_milli_sum += i64::from(obs.weight_milli);
             row.raw_avg = totals.raw();

@@ -80,12 +80,28 @@ fn custom_pattern_table_counts_damps_and_shows_idle_buckets() -> io::Result<()> 
     assert!(rows[60..62]
         .iter()
         .all(|r| r.ucl >= 10.0 && r.ucl < 30.0 && r.ucl != rows[59].ucl));
+    // 5 evenly spread ratings after a bucket of 5: the window always holds about 6.
+    assert!(rows[1..60]
+        .iter()
+        .all(|r| (r.max_estimate - 6.0).abs() < 1e-9));
+    assert_eq!((rows[60].max_estimate, rows[0].max_estimate), (0.0, 5.0));
     let bomb = &rows[62];
     assert_eq!(bomb.arrivals, 2500);
+    // After idle buckets the window holds only the bomb's own arrivals.
+    assert_eq!(bomb.max_estimate, 2500.0);
     assert!(
         (0.02..0.06).contains(&bomb.mean_weight()),
         "bomb bucket mean weight {}",
         bomb.mean_weight()
+    );
+    // The second bomb bucket still sees the first one in its sliding window: it weighs
+    // about one UCL in all, not a fresh UCL of full-weight ratings plus a tail.
+    let second = &rows[63];
+    assert_eq!(second.max_estimate, 2501.0);
+    assert!(
+        second.mean_weight() * 2500.0 < 1.1 * second.ucl,
+        "second bomb bucket weighs {}",
+        second.mean_weight() * 2500.0
     );
     let last = rows[63];
     assert_eq!(
@@ -94,7 +110,7 @@ fn custom_pattern_table_counts_damps_and_shows_idle_buckets() -> io::Result<()> 
     );
     let damped = last.damped_avg.unwrap_or(0.0);
     assert!(
-        (2.0..2.4).contains(&damped),
+        (2.6..2.8).contains(&damped),
         "damped average {damped} should stay far above the raw one"
     );
     Ok(())
@@ -109,7 +125,19 @@ fn bomb_output_is_a_short_readable_table() -> io::Result<()> {
         "{}",
         lines[0]
     );
-    assert!(lines[1].contains("arrivals") && lines[1].contains("damped_avg"));
+    assert_eq!(
+        lines[1].split_whitespace().collect::<Vec<_>>(),
+        [
+            "bucket",
+            "time",
+            "arrivals",
+            "max_x_est",
+            "UCL",
+            "mean_w",
+            "raw_avg",
+            "damped_avg"
+        ]
+    );
     assert!(lines.len() < 60, "{} lines", lines.len());
     // Both bomb buckets are shown, with 2,500 arrivals each.
     let bomb_rows = lines
@@ -117,6 +145,13 @@ fn bomb_output_is_a_short_readable_table() -> io::Result<()> {
         .filter(|l| l.split_whitespace().nth(2) == Some("2500"))
         .count();
     assert_eq!(bomb_rows, 2, "{text}");
+    // The second bomb bucket is judged by its arrivals plus the first one's still in the window.
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.split_whitespace().nth(3) == Some("2501.0")),
+        "{text}"
+    );
     assert!(lines
         .last()
         .is_some_and(|l| l.contains("% of ratings fell in damped buckets")));
@@ -140,6 +175,21 @@ fn overrides_and_bad_input() -> io::Result<()> {
         "{text}"
     );
     assert_eq!(text.lines().count(), 2 + 4 + 1);
+    // Columns: bucket, time, arrivals, max_x_est: at the 40th rating, 39/40 of the bucket has
+    // passed and 1/40 of the bucket before's 4 ratings is still in the window.
+    let row3: Vec<&str> = text
+        .lines()
+        .nth(5)
+        .map_or(vec![], |l| l.split_whitespace().collect());
+    assert_eq!(row3[2..4], ["40", "40.1"], "{text}");
+    let mut idle = args(Scenario::Custom, Some("1x4,1x0,1x4"));
+    idle.every = 1;
+    let text = output(&idle)?;
+    let idle_row: Vec<&str> = text
+        .lines()
+        .nth(3)
+        .map_or(vec![], |l| l.split_whitespace().collect());
+    assert_eq!(idle_row[2..4], ["0", "-"], "{text}");
     a.floor = Some(0.0);
     assert_eq!(
         output(&a).map_err(|e| e.kind()),

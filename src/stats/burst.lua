@@ -5,8 +5,13 @@
 -- ARGV[2]  bucket_secs   ARGV[3] half_life_buckets   ARGV[4] k   ARGV[5] floor (c)
 -- Returns the rating's weight in thousandths, 0..1000.
 --
--- Hash fields: b = current bucket index, x = arrivals in it, mu / var = exponentially
--- weighted mean and variance of arrivals per finished bucket.
+-- Hash fields: b = current bucket index, x = arrivals in it, p = arrivals in bucket b - 1
+-- (0 if that bucket was idle or unseen), mu / var = exponentially weighted mean and variance
+-- of arrivals per finished bucket. A hash written before p existed reads it as 0.
+--
+-- A rating is judged against x_est = x + p * (1 - f), f the elapsed fraction of bucket b:
+-- an estimate of the arrivals in the last bucket_secs, so a burst that straddles a bucket
+-- boundary is not forgiven when x restarts at 0. The fold into mu / var still uses x.
 -- This must stay arithmetically identical to BurstState::observe in burst.rs (a test
 -- runs both on the same arrivals): same operations, same order.
 
@@ -16,20 +21,23 @@ local half_life = tonumber(ARGV[3])
 local k = tonumber(ARGV[4])
 local c = tonumber(ARGV[5])
 
-local bucket = math.floor(now_ms / (bucket_secs * 1000))
+local bucket_ms = bucket_secs * 1000
+local bucket = math.floor(now_ms / bucket_ms)
 local alpha = 1 - 2 ^ (-1 / half_life)
 local keep = 1 - alpha
 
-local st = redis.call('HMGET', KEYS[1], 'b', 'x', 'mu', 'var')
+local st = redis.call('HMGET', KEYS[1], 'b', 'x', 'mu', 'var', 'p')
 local b = tonumber(st[1])
 local x = tonumber(st[2]) or 0
 local mu = tonumber(st[3]) or 0
 local var = tonumber(st[4]) or 0
+local p = tonumber(st[5]) or 0
 
 if b == nil then
   -- A new (or expired) post: no history, so mu = var = 0 and UCL = c for its first bucket.
   b = bucket
   x = 0
+  p = 0
 elseif bucket > b then
   -- Fold the finished bucket, capped at its own UCL so an attack can lift the
   -- baseline by at most (UCL - mu) per bucket, never by its full size.
@@ -45,6 +53,12 @@ elseif bucket > b then
     var = r * var + mu * mu * r * (1 - r)
     mu = r * mu
   end
+  -- The finished bucket is the previous one only if no idle bucket came in between.
+  if idle > 0 then
+    p = 0
+  else
+    p = x
+  end
   b = bucket
   x = 0
 end
@@ -52,15 +66,23 @@ end
 -- the state never moves backwards.
 
 x = x + 1
+-- Elapsed fraction of bucket b, in [0, 1); a lagging clock gives f < 0, taken as 0 (the
+-- rating is judged as if at the start of bucket b: p counts in full, the strictest choice).
+local f = (now_ms - b * bucket_ms) / bucket_ms
+if f < 0 then
+  f = 0
+end
+local x_est = x + p * (1 - f)
 local ucl = mu + k * math.sqrt(var) + c
 local w = 1000
-if x > ucl then
-  w = math.floor(1000 * ucl / x + 0.5)
+if x_est > ucl then
+  w = math.floor(1000 * ucl / x_est + 0.5)
 end
 
 -- %.17g round-trips a double exactly, so the stored state loses nothing between calls.
 redis.call('HSET', KEYS[1], 'b', string.format('%.0f', b), 'x', string.format('%.0f', x),
-  'mu', string.format('%.17g', mu), 'var', string.format('%.17g', var))
+  'mu', string.format('%.17g', mu), 'var', string.format('%.17g', var),
+  'p', string.format('%.0f', p))
 -- After 32 half-lives mu has decayed by 2^-32 and sqrt(var) by at least 2^-16 of
 -- sqrt(var + mu^2): the state is as good as a fresh one, so Redis may forget it.
 redis.call('EXPIRE', KEYS[1], math.ceil(bucket_secs * half_life * 32))

@@ -3,6 +3,26 @@
 //! The service calls [`BurstDetector::weight`] (one Redis round trip running `burst.lua`).
 //! [`BurstState`] is the same algorithm in plain Rust, used by `post-rate simulate` and by
 //! the property tests; a test keeps the two arithmetically identical.
+//!
+//! # Sliding-window arrivals instead of DESIGN §5's "arrival count in the bucket"
+//!
+//! DESIGN §5 judges a rating by `x`, the arrivals since its bucket started. That count
+//! restarts at 0 on every boundary, so a bomb gets a fresh `UCL` of full-weight ratings (and a
+//! harmonic tail of about `UCL × ln(x / UCL)` more) in every bucket it touches: a bomb timed to
+//! straddle a boundary gets through two or three times instead of once. The weight here uses
+//! instead an estimate of the arrivals in the last `B` seconds,
+//!
+//! `x_est = x + p × (1 − f)`,
+//!
+//! where `p` is the previous bucket's own count (0 if that bucket was idle, or for a new post)
+//! and `f` the elapsed fraction of the current bucket: the previous bucket's arrivals, assumed
+//! spread evenly, that still lie within one bucket length of now. Since `x_est >= x`, a rating
+//! is never damped less than under the literal rule; it is damped more only when the last `B`
+//! seconds, not the bucket so far, held more than `UCL` arrivals, e.g. organic ratings in the
+//! bucket right after a bomb. The baseline is unchanged: finished buckets are still folded into
+//! `mu` / `var` as `min(x, UCL)` of their own count, so the bucketed statistics and the cap on
+//! training the baseline stay as designed. A lagging clock (a time before the current bucket)
+//! counts into the current bucket with `f = 0`, the strictest reading of the window.
 
 use redis::aio::ConnectionLike;
 
@@ -75,8 +95,8 @@ impl BurstConfig {
         (f64::from(self.bucket_secs) * self.half_life_buckets * 32.0).ceil() as u64
     }
 
-    fn bucket_of(&self, now_ms: i64) -> i64 {
-        now_ms.div_euclid(i64::from(self.bucket_secs) * 1000)
+    fn bucket_ms(&self) -> i64 {
+        i64::from(self.bucket_secs) * 1000
     }
 }
 
@@ -126,6 +146,9 @@ pub struct BurstState {
     pub bucket: Option<i64>,
     /// Arrivals in the current bucket so far.
     pub arrivals: u64,
+    /// Arrivals in the bucket just before the current one; 0 if that bucket was idle (or the
+    /// post was new). Weighted by the part of it still inside the sliding window.
+    pub previous: u64,
     /// EWMA of arrivals per finished bucket.
     pub mu: f64,
     /// EWMA variance of arrivals per finished bucket.
@@ -141,6 +164,8 @@ pub struct Observation {
     pub ucl: f64,
     /// Its position in its bucket (1 = first arrival).
     pub arrivals: u64,
+    /// The sliding-window estimate it was judged by: `arrivals + previous × (1 − f)`.
+    pub estimate: f64,
     pub bucket: i64,
 }
 
@@ -157,25 +182,33 @@ impl BurstState {
 
     /// Records one rating at `now_ms` and returns its weight; mirrors `burst.lua` line by line.
     pub fn observe(&mut self, now_ms: i64, cfg: &BurstConfig) -> Observation {
-        let now = cfg.bucket_of(now_ms);
-        match self.bucket {
+        let bucket_ms = cfg.bucket_ms();
+        let now = now_ms.div_euclid(bucket_ms);
+        let bucket = match self.bucket {
             None => {
-                self.bucket = Some(now);
                 self.arrivals = 0;
+                self.previous = 0;
+                now
             }
             Some(b) if now > b => {
                 self.roll_over(now - b - 1, cfg);
-                self.bucket = Some(now);
-                self.arrivals = 0;
+                now
             }
             // A lagging clock counts into the current bucket, as in the script.
-            Some(_) => {}
-        }
+            Some(b) => b,
+        };
+        self.bucket = Some(bucket);
         self.arrivals += 1;
+        // Elapsed fraction of the current bucket; a lagging clock (f < 0) is judged as if at
+        // the bucket's start, where the previous bucket counts in full.
+        let mut f = (now_ms - bucket * bucket_ms) as f64 / bucket_ms as f64;
+        if f < 0.0 {
+            f = 0.0;
+        }
+        let x_est = self.arrivals as f64 + self.previous as f64 * (1.0 - f);
         let ucl = self.ucl(cfg);
-        let x = self.arrivals as f64;
-        let weight_milli = if x > ucl {
-            (1000.0 * ucl / x + 0.5).floor() as i32
+        let weight_milli = if x_est > ucl {
+            (1000.0 * ucl / x_est + 0.5).floor() as i32
         } else {
             1000
         };
@@ -183,11 +216,13 @@ impl BurstState {
             weight_milli,
             ucl,
             arrivals: self.arrivals,
-            bucket: self.bucket.unwrap_or(now),
+            estimate: x_est,
+            bucket,
         }
     }
 
-    /// Folds the finished bucket (capped at its UCL) and then `idle` empty buckets.
+    /// Folds the finished bucket (capped at its UCL) and then `idle` empty buckets, and starts
+    /// the next one: `previous` keeps the finished count only if no idle bucket followed it.
     fn roll_over(&mut self, idle: i64, cfg: &BurstConfig) {
         let alpha = cfg.alpha();
         let keep = 1.0 - alpha;
@@ -200,6 +235,8 @@ impl BurstState {
             self.var = r * self.var + self.mu * self.mu * r * (1.0 - r);
             self.mu *= r;
         }
+        self.previous = if idle > 0 { 0 } else { self.arrivals };
+        self.arrivals = 0;
     }
 }
 

@@ -7,6 +7,7 @@ const MIN_MS: i64 = 60_000;
 const HOUR_MS: i64 = 60 * MIN_MS;
 
 /// A post's rating stream: the model plus the plain and weighted sums the stats store keeps.
+#[derive(Clone)]
 pub(super) struct Stream {
     pub cfg: BurstConfig,
     state: BurstState,
@@ -115,17 +116,24 @@ fn bomb(s: &mut Stream, start_ms: i64) {
 #[test]
 fn a_bomb_barely_moves_the_average() {
     for seed in [21, 22, 23] {
-        let (mut s, start) = organic_history(seed);
-        let (damped, raw) = (s.damped(), s.raw());
-        // The bomb fills two whole buckets: "within 2 minutes" of B = 60 s.
-        bomb(&mut s, start);
-        let (moved, fell) = (damped - s.damped(), raw - s.raw());
-        println!(
-            "bomb seed {seed}: damped {damped:.4} -> {:.4} (moved {moved:.4}), raw fell {fell:.4}",
-            s.damped()
-        );
-        assert!(moved.abs() < 0.15, "the average moved by {moved}");
-        assert!(fell > 1.2, "the raw average fell by only {fell}");
+        let (history, start) = organic_history(seed);
+        let (damped, raw) = (history.damped(), history.raw());
+        // "Within 2 minutes" of B = 60 s: from a boundary the bomb fills two whole buckets;
+        // starting later it straddles three.
+        for offset_s in [0, 15, 30, 45] {
+            let mut s = history.clone();
+            bomb(&mut s, start + offset_s * 1000);
+            let (moved, fell) = (damped - s.damped(), raw - s.raw());
+            println!(
+                "bomb seed {seed} at +{offset_s:2} s: damped {damped:.4} -> {:.4} (moved {moved:.4}), raw fell {fell:.4}",
+                s.damped()
+            );
+            assert!(
+                moved.abs() < 0.15,
+                "seed {seed}, +{offset_s} s: the average moved by {moved}"
+            );
+            assert!(fell > 1.2, "the raw average fell by only {fell}");
+        }
     }
 }
 
@@ -212,44 +220,79 @@ pub(super) fn model_weights(events: &[(i64, u8)]) -> Vec<i32> {
         .collect()
 }
 
-fn acceptance(per_sec: f64, poisson_arrivals: bool, offset_ms: i64) -> (f64, f64) {
-    let (events, organic) = acceptance_events(per_sec, poisson_arrivals, offset_ms, 41);
+fn acceptance(per_sec: f64, poisson_arrivals: bool, offset_ms: i64, seed: u64) -> (f64, f64) {
+    let (events, organic) = acceptance_events(per_sec, poisson_arrivals, offset_ms, seed);
     acceptance_outcome(&events, organic, &model_weights(&events))
 }
 
 #[test]
 fn one_second_buckets_pass_the_issue_4_acceptance() {
-    // (rate/s, Poisson?, bomb offset ms): offset 0 = 2 buckets, 500 = straddles 3.
-    let cases = [
-        (5.0, true, 0),
-        (10.0, true, 0),
-        (10.0, true, 500),
-        (20.0, true, 0),
-        (20.0, true, 500),
-        (1.0, false, 0),
-    ];
-    for (per_sec, p, offset) in cases {
-        let (gap, ratio) = acceptance(per_sec, p, offset);
-        println!("1-s buckets, {per_sec}/s poisson={p} offset={offset}ms: |damped-raw| {gap:.4}, damped/raw move {ratio:.3}");
-        assert!(gap <= 0.05, "{per_sec}/s: averages {gap} apart");
-        assert!(
-            ratio <= 0.6,
-            "{per_sec}/s offset {offset}: damped moved {ratio} of raw"
-        );
+    // Poisson and evenly spaced traffic; the bomb starts 0..750 ms after a second boundary
+    // (0 = it fills 2 buckets, otherwise it straddles 3).
+    for per_sec in [1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0] {
+        for poisson_arrivals in [true, false] {
+            let (mut worst_gap, mut worst_ratio) = (0f64, 0f64);
+            for offset in [0, 250, 500, 750] {
+                for seed in [41, 42, 43] {
+                    let (gap, ratio) = acceptance(per_sec, poisson_arrivals, offset, seed);
+                    assert!(
+                        gap <= 0.05,
+                        "{per_sec}/s poisson={poisson_arrivals} seed {seed}: averages {gap} apart"
+                    );
+                    assert!(
+                        ratio <= 0.6,
+                        "{per_sec}/s poisson={poisson_arrivals} offset {offset} seed {seed}: damped moved {ratio} of raw"
+                    );
+                    (worst_gap, worst_ratio) = (worst_gap.max(gap), worst_ratio.max(ratio));
+                }
+            }
+            println!(
+                "1-s buckets, {per_sec}/s poisson={poisson_arrivals}: worst |damped-raw| {worst_gap:.4}, worst damped/raw move {worst_ratio:.3}"
+            );
+        }
     }
 }
 
-/// Cases the defaults do NOT meet (see README-burst.md, "Limits"); run with `--ignored` to
-/// see the numbers. Kept as failing checks, not loosened ones.
+/// What the defaults still miss (README, "Still missed"): over many seeds and bomb offsets,
+/// rates below 1/s, a few 1/s Poisson draws, and new posts rated ~500/s or more in their first
+/// minute (400/s, which passes, is there for the edge). Run with `--ignored --nocapture` for
+/// the numbers; kept as failing checks, not loosened ones.
 #[test]
-#[ignore = "known gap of the DESIGN §5 formula: bombs straddling 3 buckets, and 1/s Poisson traffic"]
+#[ignore = "known gap: < 1/s, 1/s Poisson on a few seeds, and >= ~500/s on a new post"]
 fn known_gaps() {
-    let (mut s, start) = organic_history(21);
-    let damped = s.damped();
-    bomb(&mut s, start + 30_000);
-    let moved = damped - s.damped();
-    let (_, one_per_sec) = acceptance(1.0, true, 0);
-    let (_, five_straddled) = acceptance(5.0, true, 500);
-    println!("bomb over 3 buckets moved {moved:.4}; 1/s Poisson ratio {one_per_sec:.3}; 5/s straddled {five_straddled:.3}");
-    assert!(moved < 0.15 && one_per_sec <= 0.6 && five_straddled <= 0.6);
+    let mut failed = Vec::new();
+    let cases = [
+        (0.5, true, 100..150),
+        (0.5, false, 100..150),
+        (1.0, true, 100..150),
+        (400.0, true, 100..105),
+        (500.0, true, 100..105),
+        (1000.0, true, 100..105),
+    ];
+    for (per_sec, poisson_arrivals, seeds) in cases {
+        let (mut ratios, mut organic_weight) = (Vec::new(), Vec::new());
+        for offset in [0, 100, 250, 400, 500, 600, 750, 900] {
+            for seed in seeds.clone() {
+                let (events, organic) = acceptance_events(per_sec, poisson_arrivals, offset, seed);
+                let weights = model_weights(&events);
+                ratios.push(acceptance_outcome(&events, organic, &weights).1);
+                let w: i64 = weights[..organic].iter().map(|&w| i64::from(w)).sum();
+                organic_weight.push(w as f64 / 1000.0 / organic as f64);
+            }
+        }
+        for v in [&mut ratios, &mut organic_weight] {
+            v.sort_by(f64::total_cmp);
+        }
+        let (n, over) = (ratios.len(), ratios.iter().filter(|&&r| r > 0.6).count());
+        println!(
+            "{per_sec}/s poisson={poisson_arrivals}: damped/raw move median {:.3}, max {:.3}, {over} of {n} runs above 0.6; organic ratings keep {:.1}% of their weight (median)",
+            ratios[n / 2],
+            ratios[n - 1],
+            100.0 * organic_weight[n / 2]
+        );
+        if over > 0 {
+            failed.push(per_sec);
+        }
+    }
+    assert!(failed.is_empty(), "above 0.6 at {failed:?}/s");
 }

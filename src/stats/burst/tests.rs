@@ -108,9 +108,74 @@ fn an_attack_cannot_train_the_baseline_upward() {
 #[test]
 fn a_lagging_clock_counts_into_the_current_bucket() {
     let mut s = BurstState::default();
-    s.observe(10 * MIN, &cfg());
-    let o = s.observe(9 * MIN, &cfg());
-    assert_eq!((o.bucket, o.arrivals), (10, 2));
+    fill(&mut s, 9 * MIN, 4);
+    let o = s.observe(10 * MIN + MIN / 2, &cfg());
+    assert_eq!((o.bucket, o.arrivals, o.estimate), (10, 1, 3.0));
+    // Half a bucket behind: still bucket 10, judged as at its start (all of p counts).
+    let o = s.observe(9 * MIN + MIN / 2, &cfg());
+    assert_eq!((o.bucket, o.arrivals, o.estimate), (10, 2, 6.0));
+    assert_eq!(s.previous, 4);
+}
+
+#[test]
+fn the_previous_bucket_counts_only_while_inside_the_window() {
+    let mut s = BurstState::default();
+    let o = s.observe(0, &cfg());
+    assert_eq!((s.previous, o.estimate), (0, 1.0));
+    fill(&mut s, 0, 7);
+    // A quarter into the next bucket, three quarters of the previous 8 are still in the window.
+    let o = s.observe(MIN + MIN / 4, &cfg());
+    assert_eq!((s.previous, o.arrivals, o.estimate), (8, 1, 7.0));
+    let o = s.observe(2 * MIN - 1, &cfg());
+    assert!((o.estimate - (2.0 + 8.0 / 60_000.0)).abs() < 1e-12, "{o:?}");
+    // After an idle bucket the previous bucket is empty.
+    let o = s.observe(3 * MIN, &cfg());
+    assert_eq!((s.previous, o.estimate), (0, 1.0));
+}
+
+#[test]
+fn a_bucket_boundary_does_not_reset_a_bomb() {
+    let mut s = BurstState::default();
+    for b in 0..500 {
+        fill(&mut s, b * MIN, 5);
+    }
+    // 5,000 zeros spread evenly over buckets 500 and 501.
+    let obs: Vec<Observation> = (0..5_000)
+        .map(|i| s.observe(500 * MIN + i * 2 * MIN / 5_000, &cfg()))
+        .collect();
+    let (first, second) = obs.split_at(2_500);
+    let total = |o: &[Observation]| o.iter().map(|o| i64::from(o.weight_milli)).sum::<i64>();
+    let ucl = second[0].ucl;
+    println!(
+        "bomb over 2 buckets: weight {} then {} (UCL {:.2} then {ucl:.2})",
+        total(first) as f64 / 1000.0,
+        total(second) as f64 / 1000.0,
+        first[0].ucl
+    );
+    // The count since the boundary alone would give the second bucket's first UCL ratings
+    // full weight again; the sliding window still sees the 2,500 of the minute before.
+    let below = second
+        .iter()
+        .take_while(|o| o.arrivals as f64 <= o.ucl)
+        .count();
+    assert_eq!(below, ucl.floor() as usize);
+    assert_eq!(second[0].estimate, 2_501.0);
+    assert!(second.iter().all(|o| o.estimate >= 2_500.0), "{second:?}");
+    assert!(second.iter().all(|o| o.weight_milli < 15));
+    // So the second bucket weighs about one UCL in all, not UCL x (1 + ln(2,500 / UCL)).
+    assert!(
+        (total(second) as f64) < 1_100.0 * ucl,
+        "second bucket weighs {}",
+        total(second)
+    );
+    // The first bucket's full-weight ratings are those below the limit, less the 5 of
+    // the organic bucket before it still in the window.
+    let full = first.iter().take_while(|o| o.weight_milli == 1000).count();
+    assert!(
+        (first[0].ucl - 6.0..=first[0].ucl - 4.0).contains(&(full as f64)),
+        "{full} full-weight ratings under UCL {}",
+        first[0].ucl
+    );
 }
 
 #[test]
@@ -155,27 +220,51 @@ async fn lua_script_matches_the_model() -> redis::RedisResult<()> {
     };
     let detector = BurstDetector::new(cfg);
     let (mut rng, mut state, mut t) = (Rng::new(7), BurstState::default(), 1_700_000_000_000i64);
-    let (mut worst, mut calls) = (0i32, 0);
-    for _ in 0..60 {
-        // Phases: steady trickle, a burst inside one bucket, or an idle gap (up to ~3 years).
-        let (n, gap_ms) = match rng.next_u64() % 3 {
-            0 => (rng.next_u64() % 40, rng.exp(3_000.0)),
-            1 => (200 + rng.next_u64() % 300, rng.exp(20.0)),
-            _ => (1, rng.exp(1e7) * (1 + rng.next_u64() % 10_000) as f64),
+    let (mut worst, mut calls, mut nonzero_previous, mut lagging) = (0i32, 0, 0, 0);
+    for _ in 0..80 {
+        // Phases: steady trickle, a burst (often across a boundary), writers whose clocks lag
+        // by up to two buckets, or an idle gap (up to ~3 years).
+        let (n, gap_ms, lag_ms) = match rng.next_u64() % 4 {
+            0 => (rng.next_u64() % 40, rng.exp(3_000.0), 0),
+            1 => (200 + rng.next_u64() % 300, rng.exp(20.0), 0),
+            2 => (rng.next_u64() % 40, rng.exp(500.0), 20_000),
+            _ => (1, rng.exp(1e7) * (1 + rng.next_u64() % 10_000) as f64, 0),
         };
         for _ in 0..n {
             t += gap_ms as i64;
-            let lua = detector.weight(&mut conn, &key, t).await?;
-            let model = state.observe(t, &cfg).weight_milli;
-            worst = worst.max((lua - model).abs());
+            let at = if lag_ms > 0 {
+                t - (rng.next_u64() % lag_ms) as i64
+            } else {
+                t
+            };
+            let lua = detector.weight(&mut conn, &key, at).await?;
+            let model = state.observe(at, &cfg);
+            worst = worst.max((lua - model.weight_milli).abs());
+            let (b, x, p): (Option<i64>, Option<u64>, Option<u64>) = redis::cmd("HMGET")
+                .arg(&key)
+                .arg("b")
+                .arg("x")
+                .arg("p")
+                .query_async(&mut conn)
+                .await?;
+            assert_eq!(
+                (b, x, p),
+                (state.bucket, Some(state.arrivals), Some(state.previous)),
+                "call {calls} at {at}"
+            );
             calls += 1;
+            nonzero_previous += i32::from(state.previous > 0);
+            lagging += i32::from(model.bucket > at.div_euclid(10_000));
         }
     }
-    let stored: (Option<f64>, Option<f64>, Option<i64>) = redis::cmd("HMGET")
+    println!(
+        "{calls} calls, {nonzero_previous} with p > 0, {lagging} lagging; worst difference {worst}"
+    );
+    assert!(lagging > 50, "only {lagging} lagging calls");
+    let stored: (Option<f64>, Option<f64>) = redis::cmd("HMGET")
         .arg(&key)
         .arg("mu")
         .arg("var")
-        .arg("x")
         .query_async(&mut conn)
         .await?;
     let ttl: i64 = redis::cmd("TTL").arg(&key).query_async(&mut conn).await?;
@@ -196,7 +285,10 @@ async fn lua_script_matches_the_model() -> redis::RedisResult<()> {
         "var {var} vs {}",
         state.var
     );
-    assert_eq!(stored.2, Some(state.arrivals as i64));
+    assert!(
+        nonzero_previous > 1_000,
+        "p was 0 on all but {nonzero_previous} calls"
+    );
     assert!(ttl > 0 && ttl as u64 <= cfg.state_ttl_secs(), "ttl {ttl}");
     Ok(())
 }
@@ -207,7 +299,10 @@ async fn one_second_acceptance_through_redis() -> redis::RedisResult<()> {
     let detector = BurstDetector::new(acceptance_config());
     let base = prefix("acceptance");
     let mut results = Vec::new();
-    for (i, (per_sec, offset)) in [(10.0, 0), (10.0, 500)].into_iter().enumerate() {
+    for (i, (per_sec, offset)) in [(10.0, 0), (10.0, 500), (1.0, 0), (1.0, 500)]
+        .into_iter()
+        .enumerate()
+    {
         let key = format!("{base}burst:{i}");
         let (events, organic) = acceptance_events(per_sec, true, offset, 41);
         let mut weights = Vec::with_capacity(events.len());
