@@ -25,8 +25,7 @@ pub async fn rate(
     post_id: i64,
     score: i16,
 ) -> Result<Rated, ApiError> {
-    let mut conn = state.db().await?;
-    match author_of(state, &mut conn, post_id).await? {
+    match author_of(state, post_id).await? {
         None => return Err(ApiError::post_not_found()),
         Some(author) if author == user.id => {
             return Err(ApiError::Forbidden("you cannot rate your own post"))
@@ -34,6 +33,8 @@ pub async fn rate(
         Some(_) => {}
     }
     let weight = burst_weight(state, post_id).await;
+    // Taken only now: no pooled connection waits on the Redis round trip above.
+    let mut conn = state.db().await?;
     // Two passes at most: the second only if the rating was withdrawn between statements.
     for _ in 0..2 {
         if let Some(r) = db::ratings::upsert(&mut conn, post_id, user.id, score, weight).await? {
@@ -64,15 +65,12 @@ pub async fn rate(
 
 /// A post's author. Posts are never deleted nor change author, so a cached answer is always
 /// right and the hot path costs no query once a post has been rated here.
-async fn author_of(
-    state: &AppState,
-    conn: &mut diesel_async::AsyncPgConnection,
-    post_id: i64,
-) -> Result<Option<i64>, ApiError> {
+async fn author_of(state: &AppState, post_id: i64) -> Result<Option<i64>, ApiError> {
     if let Some(author) = state.authors.get(&post_id).await {
         return Ok(Some(author));
     }
-    let author = db::posts::author_of(conn, post_id).await?;
+    let mut conn = state.db().await?;
+    let author = db::posts::author_of(&mut conn, post_id).await?;
     if let Some(author) = author {
         state.authors.insert(post_id, author).await;
     }
