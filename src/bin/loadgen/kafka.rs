@@ -23,8 +23,9 @@ const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 /// from `ConsumerConfig::new`), `isolation.level`, `enable.partition.eof`,
 /// `auto.offset.reset`, the session and poll timeouts, and librdkafka's defaults for
 /// everything else (`fetch.max.bytes`, `max.partition.fetch.bytes`, `queued.min.messages`,
-/// ...), which neither sets. Not shared, because it is what is measured: decoding, applying
-/// to Redis, and storing and committing offsets (this one never commits).
+/// `fetch.queue.backoff.ms`, ...), which neither sets. Not shared, because it is what is
+/// measured: decoding, applying to Redis, and storing and committing offsets (this one never
+/// commits).
 fn raw_consumer(args: &RawArgs) -> Result<StreamConsumer, String> {
     let service = ConsumerConfig::new(&args.brokers, &args.topic, &args.group);
     ClientConfig::new()

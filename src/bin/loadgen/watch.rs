@@ -1,7 +1,7 @@
 //! `loadgen watch-metric`: how fast a counter of the service grows, read from /metrics over
 //! one kept-alive connection (cheap enough to poll every few ms beside what it times).
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
 
@@ -28,6 +28,9 @@ pub async fn run(args: &WatchArgs) -> Result<bool, String> {
         .map_err(|e| format!("http client: {e}"))?;
     let url = format!("{}/metrics", args.url.trim_end_matches('/'));
     let started = Instant::now();
+    let started_unix = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
     let deadline = started + Duration::from_secs(args.timeout);
     let mut last_answer = started;
     let mut first: Option<(Instant, u64)> = None;
@@ -88,6 +91,8 @@ pub async fn run(args: &WatchArgs) -> Result<bool, String> {
             "secs": secs,
             "per_sec": rate,
             "samples": samples,
+            // Lines the times above up with other records of the run (`*_secs` count from it).
+            "started_unix_secs": started_unix,
         });
         crate::write_json(path, &report)?;
     }
