@@ -14,6 +14,8 @@ BIN="$CARGO_TARGET_DIR/release"
 SERVICE_PID=
 CREATED_DBS=()
 CREATED_PREFIXES=()
+# Functions cleanup calls after stopping the service (e.g. kafka_cleanup of bench/consumer.sh).
+CLEANUP_HOOKS=()
 
 log() { echo "== $*" >&2; }
 
@@ -121,6 +123,7 @@ json_get() { echo "$1" | jq -r ".$2 // empty"; }
 
 cleanup() {
     stop_service
+    for hook in "${CLEANUP_HOOKS[@]}"; do "$hook" || true; done
     for db in "${CREATED_DBS[@]}"; do
         dropdb --if-exists -h 127.0.0.1 -U postgres "$db" 2>/dev/null || true
     done

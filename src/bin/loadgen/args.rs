@@ -1,15 +1,20 @@
-//! Command line of `loadgen`: the target, the data set, the traffic mix and the outputs.
+//! Command line of `loadgen`: the target, the data set, the traffic mix and the outputs; or
+//! one of the Kafka subcommands the benchmark uses.
 
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug, Clone)]
 #[command(
     name = "loadgen",
-    about = "Drive a running post-rate with realistic traffic, then check its stats exactly"
+    about = "Drive a running post-rate with realistic traffic, then check its stats exactly",
+    args_conflicts_with_subcommands = true
 )]
 pub struct Args {
+    /// Without a subcommand loadgen drives the service (the options below).
+    #[command(subcommand)]
+    pub command: Option<Command>,
     /// Base URL of the running service (load only what you own: 127.0.0.1).
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     pub url: String,
@@ -80,6 +85,73 @@ pub struct Args {
     /// Password of every user loadgen registers.
     #[arg(long, default_value = "loadgen-password")]
     pub password: String,
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum Command {
+    /// Consume a topic from the beginning with a fresh group, counting messages and bytes
+    /// without decoding or applying them: the baseline for the stats consumer's events/s.
+    ConsumeRaw(RawArgs),
+    /// Delete Kafka topics and consumer groups (missing ones are not an error).
+    KafkaDelete(KafkaDeleteArgs),
+    /// Poll a counter on the service's /metrics until it reaches a target; report the rate
+    /// from its first nonzero value to the target.
+    WatchMetric(WatchArgs),
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct WatchArgs {
+    /// Base URL of the running service.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// The counter, e.g. post_rate_events_applied_total.
+    #[arg(long)]
+    pub metric: String,
+    #[arg(long)]
+    pub target: u64,
+    /// Milliseconds between two reads of /metrics.
+    #[arg(long, default_value_t = 5)]
+    pub interval_ms: u64,
+    /// Give up after this many seconds, or when /metrics has not answered for 3 s.
+    #[arg(long, default_value_t = 300)]
+    pub timeout: u64,
+    /// Write the result as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct RawArgs {
+    /// Bootstrap brokers, `host:port,...`.
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    pub brokers: String,
+    /// The topic to read.
+    #[arg(long)]
+    pub topic: String,
+    /// Consumer group; a new one starts at the beginning of the topic.
+    #[arg(long, default_value_t = format!("loadgen-raw-{}", std::process::id()))]
+    pub group: String,
+    /// Stop after this many messages; without it, at the high watermarks read at the start.
+    #[arg(long)]
+    pub events: Option<u64>,
+    /// Give up after this many seconds (the result then says so, and the exit code is 1).
+    #[arg(long, default_value_t = 300)]
+    pub timeout: u64,
+    /// Write the result as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct KafkaDeleteArgs {
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    pub brokers: String,
+    /// A topic to delete (repeatable).
+    #[arg(long = "topic")]
+    pub topics: Vec<String>,
+    /// A consumer group to delete (repeatable); it must have no members left.
+    #[arg(long = "group")]
+    pub groups: Vec<String>,
 }
 
 /// The operations loadgen sends; each has its own row in the results.

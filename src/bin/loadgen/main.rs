@@ -1,14 +1,17 @@
 //! `loadgen`: drives a running post-rate with realistic traffic (many users, Zipf post
 //! popularity, re-rates, withdrawals, bursts), prints throughput and latency per operation,
-//! then checks every post's stats against PostgreSQL. See `loadgen --help`.
+//! then checks every post's stats against PostgreSQL. See `loadgen --help`. Its subcommands
+//! serve the benchmark's Kafka section (`loadgen consume-raw --help`).
 
 mod args;
 mod check;
 mod client;
 mod drive;
+mod kafka;
 mod outbox;
 mod record;
 mod setup;
+mod watch;
 
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
@@ -18,7 +21,7 @@ use std::time::Duration;
 use clap::Parser;
 use serde_json::json;
 
-use args::Args;
+use args::{Args, Command};
 use record::Live;
 
 fn main() -> ExitCode {
@@ -43,8 +46,20 @@ fn main() -> ExitCode {
     }
 }
 
+/// Writes `report` as pretty JSON to `path`.
+pub fn write_json(path: &std::path::Path, report: &serde_json::Value) -> Result<(), String> {
+    let text = serde_json::to_string_pretty(report).map_err(|e| e.to_string())?;
+    std::fs::write(path, text + "\n").map_err(|e| format!("{}: {e}", path.display()))
+}
+
 /// `Ok(false)` when requests failed or the stats were not exact.
 async fn run(args: Args) -> Result<bool, String> {
+    match &args.command {
+        Some(Command::ConsumeRaw(raw)) => return kafka::consume_raw(raw).await,
+        Some(Command::KafkaDelete(what)) => return kafka::delete(what).await,
+        Some(Command::WatchMetric(watch)) => return watch::run(watch).await,
+        None => {}
+    }
     let weights = args::parse_mix(&args.mix)?;
     let api = client::Api::new(&args.url, args.concurrency)?;
     let world = setup::build(&args, &api).await?;
@@ -130,8 +145,7 @@ async fn run(args: Args) -> Result<bool, String> {
         _ => println!("exactness: not checked (needs --database-url)"),
     }
     if let Some(path) = &args.json {
-        let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
-        std::fs::write(path, text + "\n").map_err(|e| format!("{}: {e}", path.display()))?;
+        write_json(path, &report)?;
     }
     Ok(ok)
 }
