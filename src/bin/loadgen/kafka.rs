@@ -17,32 +17,15 @@ use crate::args::{KafkaDeleteArgs, RawArgs};
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A consumer configured like the service's (`post_rate::events::kafka::run_consumer`) where
-/// it matters for throughput, so that the two read the topic the same way. Shared: the same
-/// `StreamConsumer` polled from a tokio task, `fetch.wait.max.ms` (the service's default
-/// from `ConsumerConfig::new`), `isolation.level`, `enable.partition.eof`,
-/// `auto.offset.reset`, the session and poll timeouts, and librdkafka's defaults for
-/// everything else (`fetch.max.bytes`, `max.partition.fetch.bytes`, `queued.min.messages`,
-/// `fetch.queue.backoff.ms`, ...), which neither sets. Not shared, because it is what is
-/// measured: decoding, applying to Redis, and storing and committing offsets (this one never
-/// commits).
+/// A consumer with the service's own librdkafka settings
+/// ([`ConsumerConfig::client_config`]: fetch wait and backoff, offsets, timeouts, and
+/// librdkafka's defaults for the rest), so the two read the topic the same way. What differs
+/// is what is measured: decoding, applying to Redis, and storing and committing offsets
+/// (this one never commits).
 fn raw_consumer(args: &RawArgs) -> Result<StreamConsumer, String> {
-    let service = ConsumerConfig::new(&args.brokers, &args.topic, &args.group);
-    ClientConfig::new()
-        .set("bootstrap.servers", &service.brokers)
-        .set("group.id", &service.group_id)
+    ConsumerConfig::new(&args.brokers, &args.topic, &args.group)
+        .client_config()
         .set("client.id", "loadgen-consume-raw")
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("isolation.level", "read_uncommitted")
-        .set("fetch.wait.max.ms", service.fetch_wait_ms.to_string())
-        .set("enable.partition.eof", "false")
-        .set("session.timeout.ms", service.session_timeout_ms.to_string())
-        .set(
-            "max.poll.interval.ms",
-            service.max_poll_interval_ms.to_string(),
-        )
         .create()
         .map_err(|e| format!("creating the consumer: {e}"))
 }

@@ -28,6 +28,8 @@ const JOIN_BEFORE_LEAVING: Duration = Duration::from_secs(6);
 /// First and largest pause between attempts to apply a batch that failed.
 const RETRY_FIRST: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(5);
+/// `fetch.queue.backoff.ms`; see [`ConsumerConfig::client_config`].
+const FETCH_QUEUE_BACKOFF_MS: &str = "10";
 
 #[derive(Debug, Clone)]
 pub struct ConsumerConfig {
@@ -55,6 +57,40 @@ pub struct ConsumerConfig {
 }
 
 impl ConsumerConfig {
+    /// The librdkafka settings of this consumer except `client.id`: a raw consumer that
+    /// wants to read the topic the same way (loadgen's `consume-raw`) starts from them.
+    pub fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &self.brokers)
+            .set("group.id", &self.group_id)
+            // Offsets move only when the loop says so, after `apply` succeeded.
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            // A new group starts at the beginning: events published before the first
+            // consumer joined still count.
+            .set("auto.offset.reset", "earliest")
+            // No transactions are used; Tansu's PostgreSQL storage also fails read_committed.
+            .set("isolation.level", "read_uncommitted")
+            // A fetch returns after this long even with no new data. The default (500 ms) is
+            // what a broker that holds fetches until the deadline (Tansu does) adds to every
+            // event's way into Redis; a few ms keep the commit-to-Redis lag low at the cost
+            // of more, tiny fetch requests when idle.
+            .set("fetch.wait.max.ms", self.fetch_wait_ms.to_string())
+            // When the local queue is full librdkafka postpones the next fetch by this much
+            // (default 1,000 ms). The loop empties the queue in batches and then waits for
+            // Redis, so with the default it read a backlog at ~150k events/s while fetching
+            // idled; a short backoff refills the queue during the apply.
+            .set("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS)
+            .set("enable.partition.eof", "false")
+            .set("session.timeout.ms", self.session_timeout_ms.to_string())
+            .set(
+                "max.poll.interval.ms",
+                self.max_poll_interval_ms.to_string(),
+            );
+        config
+    }
+
     pub fn new(brokers: &str, topic: &str, group_id: &str) -> Self {
         ConsumerConfig {
             brokers: brokers.to_owned(),
@@ -201,26 +237,9 @@ where
         revoked: Mutex::default(),
         any_revoked: AtomicBool::new(false),
     };
-    let consumer: StreamConsumer<BatchContext> = ClientConfig::new()
-        .set("bootstrap.servers", &cfg.brokers)
-        .set("group.id", &cfg.group_id)
+    let consumer: StreamConsumer<BatchContext> = cfg
+        .client_config()
         .set("client.id", &cfg.client_id)
-        // Offsets move only when the loop says so, after `apply` succeeded.
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        // A new group starts at the beginning: events published before the first consumer
-        // joined still count.
-        .set("auto.offset.reset", "earliest")
-        // No transactions are used; Tansu's PostgreSQL storage also fails read_committed.
-        .set("isolation.level", "read_uncommitted")
-        // A fetch returns after this long even with no new data. The default (500 ms) is
-        // what a broker that holds fetches until the deadline (Tansu does) adds to every
-        // event's way into Redis; a few ms keep the commit-to-Redis lag low at the cost of
-        // more, tiny fetch requests when idle.
-        .set("fetch.wait.max.ms", cfg.fetch_wait_ms.to_string())
-        .set("enable.partition.eof", "false")
-        .set("session.timeout.ms", cfg.session_timeout_ms.to_string())
-        .set("max.poll.interval.ms", cfg.max_poll_interval_ms.to_string())
         .create_with_context(context)?;
     consumer.subscribe(&[cfg.topic.as_str()])?;
     let rebalances_before = cfg.stats.rebalances.load(Ordering::Relaxed);
