@@ -39,6 +39,8 @@ pub struct AppState {
     pub authors: moka::future::Cache<i64, i64>,
     /// `RATE_LIMIT_*`, per instance.
     pub limits: Arc<RateLimits>,
+    /// How often `/metrics` counts the outbox.
+    pub outbox_gauge: crate::api::health::Throttle,
     /// Readiness check of the broker, when one is configured.
     pub kafka_probe: Option<Probe>,
     /// The stats consumer's counters, when this instance runs one.
@@ -199,6 +201,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         cursors: CursorCodec::new(&settings.jwt_secret),
         authors: moka::future::Cache::new(settings.stats_cache_capacity),
         limits,
+        outbox_gauge: crate::api::health::Throttle::new(std::time::Duration::from_secs(1)),
         pool,
         metrics,
         kafka_probe: kafka.map(|brokers| -> Probe {

@@ -72,12 +72,16 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    // -1 when the database cannot say: a scrape should not fail because of it.
-    let pending = match state.pool.get().await {
-        Ok(mut conn) => db::outbox::pending(&mut conn).await.unwrap_or(-1),
-        Err(_) => -1,
-    };
-    state.metrics.outbox_pending.set(pending);
+    // Counted at most once a second: the count scans the outbox, and a scraper polling
+    // every few milliseconds (as `loadgen watch-metric` does) would otherwise keep
+    // PostgreSQL busy. -1 when the database cannot say: a scrape should not fail for it.
+    if state.outbox_gauge.due(Instant::now()) {
+        let pending = match state.pool.get().await {
+            Ok(mut conn) => db::outbox::pending(&mut conn).await.unwrap_or(-1),
+            Err(_) => -1,
+        };
+        state.metrics.outbox_pending.set(pending);
+    }
     let mut text = state.metrics.render();
     // The consumer keeps its own counters (atomics shared with the Kafka loop).
     let get = |v: &AtomicU64| v.load(Ordering::Relaxed);
@@ -113,4 +117,51 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(text)
+}
+
+/// Lets something happen at most once per `every`: `due` answers `true` for the first caller
+/// and then again only once `every` has passed since the last `true`.
+#[derive(Debug)]
+pub struct Throttle {
+    every: std::time::Duration,
+    last: std::sync::Mutex<Option<Instant>>,
+}
+
+impl Throttle {
+    pub fn new(every: std::time::Duration) -> Self {
+        Self {
+            every,
+            last: std::sync::Mutex::new(None),
+        }
+    }
+
+    pub fn due(&self, now: Instant) -> bool {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        match *last {
+            Some(t) if now.saturating_duration_since(t) < self.every => false,
+            _ => {
+                *last = Some(now);
+                true
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn throttle_lets_one_through_per_interval() {
+        let t = Throttle::new(Duration::from_secs(1));
+        let start = Instant::now();
+        assert!(t.due(start), "the first call");
+        assert!(!t.due(start + Duration::from_millis(5)));
+        assert!(!t.due(start + Duration::from_millis(999)));
+        assert!(t.due(start + Duration::from_millis(1000)));
+        assert!(!t.due(start + Duration::from_millis(1500)));
+        assert!(t.due(start + Duration::from_millis(2100)));
+    }
 }

@@ -2,7 +2,7 @@
 
 pub mod body;
 pub mod cursor;
-mod health;
+pub mod health;
 pub mod observe;
 pub mod openapi;
 mod posts;
