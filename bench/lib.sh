@@ -62,7 +62,9 @@ start_service() {
     local url=$1 prefix=$2
     shift 2
     CREATED_PREFIXES+=("$prefix")
-    env DATABASE_URL="$url" REDIS_KEY_PREFIX="$prefix" BIND_ADDR="127.0.0.1:$BENCH_PORT" \
+    # Embedded mode unless the caller passes KAFKA_BROKERS=... itself: a KAFKA_BROKERS in the
+    # environment is meant for the consumer section only.
+    env -u KAFKA_BROKERS DATABASE_URL="$url" REDIS_KEY_PREFIX="$prefix" BIND_ADDR="127.0.0.1:$BENCH_PORT" \
         JWT_SECRET="$BENCH_JWT_SECRET" RUST_LOG="${RUST_LOG:-warn}" \
         RATE_LIMIT_WRITES_PER_MIN=0 RATE_LIMIT_AUTH_PER_MIN=0 \
         "$@" "$BIN/post-rate" serve >>"$BENCH_TMP/service.log" 2>&1 &
