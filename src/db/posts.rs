@@ -1,14 +1,13 @@
 //! Queries on `posts`, always joined with their author.
 
 use chrono::{DateTime, Utc};
-use diesel::prelude::*;
-use diesel_async::{AsyncPgConnection, RunQueryDsl};
-
 use diesel::pg::Pg;
+use diesel::prelude::*;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::sql_types::{BigInt, Nullable, SmallInt, Text, Timestamptz};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
-use super::schema::{posts, users};
+use super::schema::posts;
 use super::DbResult;
 
 #[derive(Debug, Clone, Queryable)]
@@ -28,23 +27,6 @@ pub struct PageKey {
     pub id: i64,
 }
 
-type PostColumns = (
-    posts::id,
-    posts::title,
-    posts::content,
-    posts::created_by,
-    users::username,
-    posts::created_at,
-);
-const POST_COLUMNS: PostColumns = (
-    posts::id,
-    posts::title,
-    posts::content,
-    posts::created_by,
-    users::username,
-    posts::created_at,
-);
-
 pub async fn insert(
     conn: &mut AsyncPgConnection,
     author_id: i64,
@@ -62,16 +44,6 @@ pub async fn insert(
         .await?)
 }
 
-pub async fn get(conn: &mut AsyncPgConnection, id: i64) -> DbResult<Option<PostRow>> {
-    Ok(posts::table
-        .inner_join(users::table)
-        .filter(posts::id.eq(id))
-        .select(POST_COLUMNS)
-        .first(conn)
-        .await
-        .optional()?)
-}
-
 /// The author of a post, or `None` when the post does not exist.
 pub async fn author_of(conn: &mut AsyncPgConnection, id: i64) -> DbResult<Option<i64>> {
     Ok(posts::table
@@ -82,60 +54,112 @@ pub async fn author_of(conn: &mut AsyncPgConnection, id: i64) -> DbResult<Option
         .optional()?)
 }
 
-/// The posts page (DESIGN §4) up to its keyset condition: the posts with their author and
-/// the caller's own score, which a subquery per returned row reads through the
-/// `(user_id, post_id)` index (an index-only probe; an anonymous caller binds NULL, which
-/// matches nothing). Correlated per row, it costs at most `limit + 1` probes however many
-/// posts the caller has rated, where a join would read all of them.
-const PAGE_HEAD: &str = "SELECT p.id, p.title, p.content, p.created_by, u.username, p.created_at, \
+/// Posts with their author and the caller's own score, up to the filter: the statement of
+/// the posts page (DESIGN §4) and of a single post. The score comes from a subquery per
+/// returned row through the `(user_id, post_id)` index (an index-only probe; an anonymous
+/// caller binds NULL, which matches nothing): at most `limit` probes however many posts the
+/// caller has rated, where a join would read all of them.
+const POSTS_HEAD: &str =
+    "SELECT p.id, p.title, p.content, p.created_by, u.username, p.created_at, \
      (SELECT r.score FROM ratings r WHERE r.user_id = ";
 /// Follows the viewer's bind.
-const PAGE_FROM: &str = " AND r.post_id = p.id) FROM posts p JOIN users u ON u.id = p.created_by";
-const PAGE_ORDER: &str = " ORDER BY p.created_at DESC, p.id DESC LIMIT ";
+const POSTS_FROM: &str = " AND r.post_id = p.id) FROM posts p JOIN users u ON u.id = p.created_by";
+const POSTS_ORDER: &str = " ORDER BY p.created_at DESC, p.id DESC LIMIT ";
 
-/// One page, newest first, strictly after `after` (the first page without it). Each of the
-/// two shapes is fixed SQL with a static query id, so every pooled connection prepares it
-/// once and then only binds and executes (a boxed or `sql_query` statement would be parsed
-/// and planned on every call: two round trips, and planning cost more than running it).
-#[derive(Debug, Clone, Copy)]
-struct PageQuery<const AFTER: bool> {
-    viewer: Option<i64>,
-    after: Option<PageKey>,
-    limit: i64,
+/// Which posts a [`PostsQuery`] reads; each filter type is one fixed SQL text.
+trait PostFilter: QueryId + 'static {
+    fn walk<'b>(&'b self, out: &mut AstPass<'_, 'b, Pg>) -> QueryResult<()>;
 }
 
-impl<const AFTER: bool> QueryId for PageQuery<AFTER> {
-    type QueryId = Self;
+/// The first page: no condition.
+#[derive(Debug, Clone, Copy, QueryId)]
+struct Newest;
+
+impl PostFilter for Newest {
+    fn walk<'b>(&'b self, _: &mut AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        Ok(())
+    }
+}
+
+impl QueryId for PageKey {
+    type QueryId = PageKey;
     const HAS_STATIC_QUERY_ID: bool = true;
 }
 
-impl<const AFTER: bool> Query for PageQuery<AFTER> {
+/// A later page: strictly after the last post of the previous one.
+impl PostFilter for PageKey {
+    fn walk<'b>(&'b self, out: &mut AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        // (created_at, id) < key: the first term walks the (created_at DESC, id DESC) index,
+        // the second settles ties.
+        out.push_sql(" WHERE p.created_at <= ");
+        out.push_bind_param::<Timestamptz, _>(&self.created_at)?;
+        out.push_sql(" AND (p.created_at < ");
+        out.push_bind_param::<Timestamptz, _>(&self.created_at)?;
+        out.push_sql(" OR p.id < ");
+        out.push_bind_param::<BigInt, _>(&self.id)?;
+        out.push_sql(")");
+        Ok(())
+    }
+}
+
+/// One post by id.
+#[derive(Debug, Clone, Copy, QueryId)]
+struct ById(i64);
+
+impl PostFilter for ById {
+    fn walk<'b>(&'b self, out: &mut AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql(" WHERE p.id = ");
+        out.push_bind_param::<BigInt, _>(&self.0)
+    }
+}
+
+/// Fixed SQL per filter type with a static query id, so every pooled connection prepares each
+/// shape once and then only binds and executes (a boxed or `sql_query` statement would be
+/// parsed and planned on every call: two round trips, and planning cost more than running it).
+#[derive(Debug, Clone, Copy)]
+struct PostsQuery<F> {
+    viewer: Option<i64>,
+    filter: F,
+    limit: i64,
+}
+
+impl<F: PostFilter> QueryId for PostsQuery<F> {
+    type QueryId = PostsQuery<F::QueryId>;
+    const HAS_STATIC_QUERY_ID: bool = F::HAS_STATIC_QUERY_ID;
+}
+
+impl<F> Query for PostsQuery<F> {
     type SqlType = (
         (BigInt, Text, Text, BigInt, Text, Timestamptz),
         Nullable<SmallInt>,
     );
 }
 
-impl<const AFTER: bool> QueryFragment<Pg> for PageQuery<AFTER> {
+impl<F: PostFilter> QueryFragment<Pg> for PostsQuery<F> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-        out.push_sql(PAGE_HEAD);
+        out.push_sql(POSTS_HEAD);
         out.push_bind_param::<Nullable<BigInt>, _>(&self.viewer)?;
-        out.push_sql(PAGE_FROM);
-        if let (true, Some(key)) = (AFTER, &self.after) {
-            // (created_at, id) < key: the first term walks the (created_at DESC, id DESC)
-            // index, the second settles ties.
-            out.push_sql(" WHERE p.created_at <= ");
-            out.push_bind_param::<Timestamptz, _>(&key.created_at)?;
-            out.push_sql(" AND (p.created_at < ");
-            out.push_bind_param::<Timestamptz, _>(&key.created_at)?;
-            out.push_sql(" OR p.id < ");
-            out.push_bind_param::<BigInt, _>(&key.id)?;
-            out.push_sql(")");
-        }
-        out.push_sql(PAGE_ORDER);
+        out.push_sql(POSTS_FROM);
+        self.filter.walk(&mut out)?;
+        out.push_sql(POSTS_ORDER);
         out.push_bind_param::<BigInt, _>(&self.limit)?;
         Ok(())
     }
+}
+
+/// A post with `viewer`'s own score (`None` when anonymous or unrated); `None` when there is
+/// no such post. One statement.
+pub async fn get(
+    conn: &mut AsyncPgConnection,
+    viewer: Option<i64>,
+    id: i64,
+) -> DbResult<Option<(PostRow, Option<i16>)>> {
+    let query = PostsQuery {
+        viewer,
+        filter: ById(id),
+        limit: 1,
+    };
+    Ok(query.get_result(conn).await.optional()?)
 }
 
 /// One page of posts, newest first, strictly after `after`, each with `viewer`'s own score
@@ -151,18 +175,19 @@ pub async fn page(
     let limit = limit + 1;
     Ok(match after {
         None => {
-            PageQuery::<false> {
+            let filter = Newest;
+            PostsQuery {
                 viewer,
-                after,
+                filter,
                 limit,
             }
             .load(conn)
             .await?
         }
-        Some(_) => {
-            PageQuery::<true> {
+        Some(filter) => {
+            PostsQuery {
                 viewer,
-                after,
+                filter,
                 limit,
             }
             .load(conn)

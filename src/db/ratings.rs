@@ -174,23 +174,6 @@ pub async fn delete(conn: &mut AsyncPgConnection, post_id: i64, user_id: i64) ->
     Ok(deleted.n > 0)
 }
 
-/// The caller's scores for exactly these posts (one index-only scan).
-pub async fn scores_of_user(
-    conn: &mut AsyncPgConnection,
-    user_id: i64,
-    post_ids: &[i64],
-) -> DbResult<Vec<(i64, i16)>> {
-    if post_ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    Ok(ratings::table
-        .filter(ratings::user_id.eq(user_id))
-        .filter(ratings::post_id.eq_any(post_ids))
-        .select((ratings::post_id, ratings::score))
-        .load(conn)
-        .await?)
-}
-
 /// Per-post sums over `ratings`, the source of truth `reconcile` rebuilds Redis from.
 #[derive(Debug, Clone, QueryableByName)]
 pub struct PostTotals {

@@ -84,20 +84,11 @@ pub async fn create(
 
 pub async fn get(state: &AppState, viewer: Option<&AuthUser>, id: i64) -> Result<Post, ApiError> {
     let mut conn = state.db().await?;
-    let row = db::posts::get(&mut conn, id)
+    let (row, mine) = db::posts::get(&mut conn, viewer.map(|u| u.id), id)
         .await?
         .ok_or_else(ApiError::post_not_found)?;
-    let ids = [id];
-    let (mine, stats) = futures::join!(
-        async {
-            match viewer {
-                Some(user) => db::ratings::scores_of_user(&mut conn, user.id, &ids).await,
-                None => Ok(Vec::new()),
-            }
-        },
-        stats_of(state, &ids)
-    );
-    let mine = mine?.first().map(|&(_, score)| score);
+    drop(conn);
+    let stats = stats_of(state, &[id]).await;
     Ok(Post::new(
         row,
         stats.as_ref().and_then(|s| s.get(&id)),
