@@ -67,7 +67,7 @@ start_service() {
     env -u KAFKA_BROKERS DATABASE_URL="$url" REDIS_KEY_PREFIX="$prefix" BIND_ADDR="127.0.0.1:$BENCH_PORT" \
         JWT_SECRET="$BENCH_JWT_SECRET" RUST_LOG="${RUST_LOG:-warn}" \
         RATE_LIMIT_WRITES_PER_MIN=0 RATE_LIMIT_AUTH_PER_MIN=0 \
-        "$@" "$BIN/post-rate" serve >>"$BENCH_TMP/service.log" 2>&1 &
+        "$@" "${SERVICE_BIN:-$BIN/post-rate}" serve >>"$BENCH_TMP/service.log" 2>&1 &
     SERVICE_PID=$!
     for _ in $(seq 1 150); do
         if curl -fs "$BENCH_URL/healthz" >/dev/null 2>&1; then return 0; fi
@@ -115,6 +115,22 @@ run_wrk() {
     local line
     line=$(grep '^WRK_JSON ' "$BENCH_TMP/wrk-$name.txt" | tail -n1 | cut -d' ' -f2-)
     echo "${line:-null}"
+}
+
+# run_pgbench NAME DBNAME SCRIPT [-D VAR=value ...]: pgbench with the run's threads, clients
+# and duration, prepared statements, over TCP like the service; prints
+# `{"tps":..,"latency_avg_ms":..,"failed":..}` and keeps pgbench's own text.
+run_pgbench() {
+    local name=$1 db=$2 script=$3
+    shift 3
+    log "pgbench $name: $BENCH_THREADS threads, $BENCH_CONNECTIONS clients, ${BENCH_DURATION}s, prepared"
+    pgbench -n -M prepared -j "$BENCH_THREADS" -c "$BENCH_CONNECTIONS" -T "$BENCH_DURATION" \
+        "$@" -f "$script" -h 127.0.0.1 -U postgres "$db" >"$BENCH_TMP/pgbench-$name.txt" 2>&1 ||
+        { cat "$BENCH_TMP/pgbench-$name.txt" >&2; return 1; }
+    grep -E 'tps|latency|failed|processed' "$BENCH_TMP/pgbench-$name.txt" | sed 's/^/   /' >&2 || true
+    awk '/^tps = / {tps = $3} /^latency average/ {lat = $4} /failed transactions/ {failed = $5}
+         END {printf "{\"tps\":%s,\"latency_avg_ms\":%s,\"failed\":%s}", tps, lat, failed + 0}' \
+        "$BENCH_TMP/pgbench-$name.txt"
 }
 
 # Prints `a / b` with 3 decimals, or null.

@@ -195,3 +195,25 @@ pub async fn page(
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// scripts/bench runs bench/pgbench/list.sql as the list's PostgreSQL ceiling: it must be
+    /// the first page's statement, with pgbench variables for the binds.
+    #[test]
+    fn the_benchmarked_statement_is_the_first_pages() {
+        let query = PostsQuery {
+            viewer: Some(7),
+            filter: Newest,
+            limit: 21,
+        };
+        let sql = diesel::debug_query::<Pg, _>(&query).to_string();
+        let sql = sql[..sql.find(" -- binds:").unwrap()]
+            .replace("$1", ":viewer")
+            .replace("$2", ":limit");
+        let bench = include_str!("../../bench/pgbench/list.sql");
+        assert!(bench.contains(&format!("\n{sql};\n")), "{sql}");
+    }
+}
