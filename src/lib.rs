@@ -14,3 +14,4 @@ pub mod server;
 pub mod service;
 pub mod simulate;
 pub mod stats;
+pub mod worker;

@@ -23,13 +23,15 @@ use crate::limits::RateLimits;
 use crate::metrics::Metrics;
 use crate::stats::burst::BurstDetector;
 use crate::stats::{StatsCache, StatsStore};
+use crate::worker::{self, PerWorker, Slots};
 
 pub type Probe =
     Box<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
 
 pub struct AppState {
     pub settings: Settings,
-    pub pool: PgPool,
+    /// `DATABASE_POOL_SIZE` connections shared out over the HTTP workers ([`crate::worker`]).
+    pub pool: PerWorker<PgPool>,
     pub stats: StatsCache,
     pub burst: BurstDetector,
     pub tokens: TokenKeys,
@@ -50,7 +52,7 @@ pub struct AppState {
 impl AppState {
     /// A pooled connection; a pool that cannot give one in time means the database is down.
     pub async fn db(&self) -> Result<PooledConn, ApiError> {
-        self.pool.get().await.map_err(|e| {
+        self.pool.local().get().await.map_err(|e| {
             log::warn!("database unavailable: {e}");
             ApiError::Unavailable("database")
         })
@@ -139,17 +141,22 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     }
     db::create_database_if_missing(&settings.database_url, settings.database_timeout).await?;
     db::run_migrations(&settings.database_url, settings.database_timeout).await?;
-    let pool = db::pool(
-        &settings.database_url,
-        settings.database_pool_size,
-        settings.database_timeout,
-    )
+    let workers_n = settings.http_workers;
+    let per_worker = worker::share(settings.database_pool_size, workers_n);
+    let pool = PerWorker::new(workers_n, |_| {
+        db::pool(
+            &settings.database_url,
+            per_worker,
+            settings.database_timeout,
+        )
+    })
     .map_err(|e| StartError::Pool(e.to_string()))?;
-    let store = StatsStore::new(
+    let store = StatsStore::for_workers(
         &settings.redis_url,
         &settings.redis_key_prefix,
         settings.redis_pool_size,
         settings.redis_timeout,
+        workers_n,
     )?;
     let metrics = Arc::new(Metrics::default());
     let shutdown = CancellationToken::new();
@@ -218,7 +225,9 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         settings,
     });
     let app_state = state.clone();
+    let slots = Slots::default();
     let server = HttpServer::new(move || {
+        slots.enter();
         App::new()
             .app_data(app_state.clone())
             .wrap(crate::api::problem_errors())

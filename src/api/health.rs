@@ -37,7 +37,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let pg = async {
         let started = Instant::now();
         let result = async {
-            let mut conn = state.pool.get().await.map_err(|e| e.to_string())?;
+            let mut conn = state.pool.local().get().await.map_err(|e| e.to_string())?;
             diesel::sql_query("SELECT 1")
                 .execute(&mut conn)
                 .await
@@ -76,7 +76,7 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     // every few milliseconds (as `loadgen watch-metric` does) would otherwise keep
     // PostgreSQL busy. -1 when the database cannot say: a scrape should not fail for it.
     if state.outbox_gauge.due(Instant::now()) {
-        let pending = match state.pool.get().await {
+        let pending = match state.pool.local().get().await {
             Ok(mut conn) => db::outbox::pending(&mut conn).await.unwrap_or(-1),
             Err(_) => -1,
         };

@@ -6,13 +6,48 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use deadpool_redis::{Config, Pool, PoolConfig, Runtime, Timeouts};
-use redis::Script;
+use deadpool::managed::{self, Metrics, Object, RecycleResult};
+use deadpool::Runtime;
+use redis::aio::MultiplexedConnection;
+use redis::{RedisError, Script};
 
 use super::{PostStats, StatsError};
 use crate::events::wire::RatingEvent;
+use crate::worker::PerWorker;
 
 const FIELDS: [&str; 10] = ["c", "s", "h0", "h1", "h2", "h3", "h4", "h5", "w", "ws"];
+
+/// A pooled connection that was used this recently is handed out without a check.
+const TRUSTED_IDLE: Duration = Duration::from_secs(1);
+
+/// deadpool-redis's manager without its check on every checkout: that check (UNWATCH + PING)
+/// is a Redis round trip per `get`, which doubled the round trips of a rating write. A
+/// connection used within [`TRUSTED_IDLE`] is handed out as it is; a broken one fails its
+/// next command, and [`StatsStore::with_conn`] then takes it out of the pool. Connections
+/// idle for longer are checked as before.
+pub struct Manager(deadpool_redis::Manager);
+
+impl managed::Manager for Manager {
+    type Type = MultiplexedConnection;
+    type Error = RedisError;
+
+    async fn create(&self) -> Result<MultiplexedConnection, RedisError> {
+        self.0.create().await
+    }
+
+    async fn recycle(
+        &self,
+        conn: &mut MultiplexedConnection,
+        metrics: &Metrics,
+    ) -> RecycleResult<RedisError> {
+        if metrics.last_used() < TRUSTED_IDLE {
+            return Ok(());
+        }
+        self.0.recycle(conn, metrics).await
+    }
+}
+
+type Pool = managed::Pool<Manager>;
 
 /// What one apply did with its events.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -26,7 +61,8 @@ pub struct ApplyReport {
 
 #[derive(Clone)]
 pub struct StatsStore {
-    pool: Pool,
+    /// `REDIS_POOL_SIZE` connections shared out over the HTTP workers ([`crate::worker`]).
+    pool: PerWorker<Pool>,
     prefix: Arc<str>,
     timeout: Duration,
     apply_script: Arc<Script>,
@@ -40,25 +76,38 @@ struct Segment<'a> {
 }
 
 impl StatsStore {
+    /// A store with one pool, for tools and tests (no HTTP workers).
     pub fn new(
         url: &str,
         prefix: &str,
         pool_size: usize,
         timeout: Duration,
     ) -> Result<Self, StatsError> {
-        let mut config = Config::from_url(url);
-        config.pool = Some(PoolConfig {
-            max_size: pool_size,
-            timeouts: Timeouts {
-                wait: Some(timeout),
-                create: Some(timeout),
-                recycle: Some(timeout),
-            },
-            ..PoolConfig::default()
-        });
-        let pool = config
-            .create_pool(Some(Runtime::Tokio1))
-            .map_err(|e| StatsError::Config(e.to_string()))?;
+        Self::for_workers(url, prefix, pool_size, timeout, 0)
+    }
+
+    /// A store whose `pool_size` connections are shared out over `http_workers` pools, plus
+    /// a pool of that share for every other thread ([`PerWorker`]).
+    pub fn for_workers(
+        url: &str,
+        prefix: &str,
+        pool_size: usize,
+        timeout: Duration,
+        http_workers: usize,
+    ) -> Result<Self, StatsError> {
+        let size = crate::worker::share(pool_size, http_workers);
+        let pool = PerWorker::new(http_workers, |_| {
+            let manager =
+                deadpool_redis::Manager::new(url).map_err(|e| StatsError::Config(e.to_string()))?;
+            Pool::builder(Manager(manager))
+                .max_size(size)
+                .wait_timeout(Some(timeout))
+                .create_timeout(Some(timeout))
+                .recycle_timeout(Some(timeout))
+                .runtime(Runtime::Tokio1)
+                .build()
+                .map_err(|e| StatsError::Config(e.to_string()))
+        })?;
         Ok(StatsStore {
             pool,
             prefix: prefix.into(),
@@ -84,19 +133,34 @@ impl StatsStore {
         format!("{}fence", self.prefix)
     }
 
-    /// Runs `f` on a pooled connection, bounded by the configured timeout.
+    /// Runs `f` on a pooled connection, the whole bounded by the configured timeout. A
+    /// connection that timed out or failed as a connection (not a script or type error) leaves
+    /// the pool instead of going back to it.
     pub async fn with_conn<T, F, Fut>(&self, f: F) -> Result<T, StatsError>
     where
-        F: FnOnce(deadpool_redis::Connection) -> Fut,
+        F: FnOnce(MultiplexedConnection) -> Fut,
         Fut: Future<Output = Result<T, StatsError>>,
     {
-        let work = async {
-            let conn = self.pool.get().await?;
-            f(conn).await
-        };
-        tokio::time::timeout(self.timeout, work)
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let pooled = tokio::time::timeout_at(deadline, self.pool.local().get())
             .await
-            .map_err(|_| StatsError::Timeout)?
+            .map_err(|_| StatsError::Timeout)??;
+        // A multiplexed connection is a handle to one shared socket: the clone is cheap, and
+        // `pooled` stays here to be returned or discarded.
+        let result = tokio::time::timeout_at(deadline, f(MultiplexedConnection::clone(&pooled)))
+            .await
+            .unwrap_or(Err(StatsError::Timeout));
+        let broken = match &result {
+            Err(StatsError::Redis(e)) => {
+                e.is_unrecoverable_error() || e.is_io_error() || e.is_timeout()
+            }
+            Err(StatsError::Timeout) => true,
+            _ => false,
+        };
+        if broken {
+            drop(Object::take(pooled));
+        }
+        result
     }
 
     pub async fn ping(&self) -> Result<(), StatsError> {
