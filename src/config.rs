@@ -72,7 +72,12 @@ pub struct Settings {
     pub relay_batch_size: i64,
     /// `RELAY_POLL_MS` [20]: how long an idle relay waits before looking again.
     pub relay_poll: Duration,
-    /// `CONSUMER_BATCH_SIZE` [5000] and `CONSUMER_BATCH_WAIT_MS` [20].
+    /// `CONSUMER_BATCH_SIZE` [20000] and `CONSUMER_BATCH_WAIT_MS` [20]. A batch is applied by
+    /// one Redis script with its deltas summed per post, so a backlog drains faster in larger
+    /// batches (1M events over 5,000 posts: ~320k events/s at 5,000, ~540k at 20,000, ~630k
+    /// at 50,000), while Redis runs nothing else during a script (~17 ms for 20,000 events
+    /// over 5,000 posts; longer when they touch more posts). Live traffic makes small
+    /// batches: a batch closes `CONSUMER_BATCH_WAIT_MS` after its first event.
     pub consumer_batch_size: usize,
     pub consumer_batch_wait: Duration,
     /// `RATE_LIMIT_WRITES_PER_MIN` [120]: post and rating writes per user; 0 disables.
@@ -212,7 +217,7 @@ impl Settings {
             run_consumer: parse_bool("RUN_CONSUMER", true)?,
             relay_batch_size: parse_range("RELAY_BATCH_SIZE", 2000, 1, 100_000)?,
             relay_poll: millis("RELAY_POLL_MS", 20)?,
-            consumer_batch_size: parse_range("CONSUMER_BATCH_SIZE", 5000, 1, 1_000_000)?,
+            consumer_batch_size: parse_range("CONSUMER_BATCH_SIZE", 20_000, 1, 1_000_000)?,
             consumer_batch_wait: millis("CONSUMER_BATCH_WAIT_MS", 20)?,
             rate_limit_writes_per_min: parse_range("RATE_LIMIT_WRITES_PER_MIN", 120, 0, 1_000_000)?,
             rate_limit_auth_per_min: parse_range("RATE_LIMIT_AUTH_PER_MIN", 30, 0, 1_000_000)?,

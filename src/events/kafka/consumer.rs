@@ -96,7 +96,7 @@ impl ConsumerConfig {
             brokers: brokers.to_owned(),
             topic: topic.to_owned(),
             group_id: group_id.to_owned(),
-            batch_max: 5_000,
+            batch_max: 20_000,
             batch_wait_ms: 50,
             client_id: "post-rate-stats".to_owned(),
             session_timeout_ms: 10_000,
