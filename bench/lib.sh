@@ -133,6 +133,17 @@ run_pgbench() {
         "$BENCH_TMP/pgbench-$name.txt"
 }
 
+# CPU time (clock ticks) used so far by every running PostgreSQL process: the difference over a
+# run whose connections stay open (the service's pool) is PostgreSQL's share of that run.
+pg_ticks() {
+    local total=0 pid t
+    for pid in $(pgrep -x postgres); do
+        t=$(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0)
+        total=$((total + t))
+    done
+    echo "$total"
+}
+
 # Prints `a / b` with 3 decimals, or null.
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b > 0) printf "%.3f", a / b; else printf "null" }'; }
 
