@@ -23,7 +23,7 @@ use crate::limits::RateLimits;
 use crate::metrics::Metrics;
 use crate::stats::burst::BurstDetector;
 use crate::stats::{StatsCache, StatsStore};
-use crate::worker::{self, PerWorker, Slots};
+use crate::worker::{PerWorker, Slots};
 
 pub type Probe =
     Box<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
@@ -141,14 +141,8 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     }
     db::create_database_if_missing(&settings.database_url, settings.database_timeout).await?;
     db::run_migrations(&settings.database_url, settings.database_timeout).await?;
-    let workers_n = settings.http_workers;
-    let per_worker = worker::share(settings.database_pool_size, workers_n);
-    let pool = PerWorker::new(workers_n, |_| {
-        db::pool(
-            &settings.database_url,
-            per_worker,
-            settings.database_timeout,
-        )
+    let pool = PerWorker::split(settings.database_pool_size, settings.http_workers, |size| {
+        db::pool(&settings.database_url, size, settings.database_timeout)
     })
     .map_err(|e| StartError::Pool(e.to_string()))?;
     let store = StatsStore::for_workers(
@@ -156,7 +150,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         &settings.redis_key_prefix,
         settings.redis_pool_size,
         settings.redis_timeout,
-        workers_n,
+        settings.http_workers,
     )?;
     let metrics = Arc::new(Metrics::default());
     let shutdown = CancellationToken::new();

@@ -31,9 +31,18 @@ impl<T> Clone for PerWorker<T> {
 }
 
 impl<T> PerWorker<T> {
-    /// Builds `workers + 1` values with `make(slot)`; the last slot is the shared one.
-    pub fn new<E>(workers: usize, make: impl FnMut(usize) -> Result<T, E>) -> Result<Self, E> {
-        let items = (0..=workers).map(make).collect::<Result<Vec<_>, E>>()?;
+    /// Shares `total` (connections) out over `workers` values, rounding up so none gets 0, and
+    /// builds each with `make(share)`; one more value of that share is the shared one. So up
+    /// to `total + share` connections when every thread kind is busy; pools open lazily.
+    pub fn split<E>(
+        total: usize,
+        workers: usize,
+        mut make: impl FnMut(usize) -> Result<T, E>,
+    ) -> Result<Self, E> {
+        let share = total.div_ceil(workers.max(1)).max(1);
+        let items = (0..=workers)
+            .map(|_| make(share))
+            .collect::<Result<Vec<_>, E>>()?;
         Ok(PerWorker {
             items: items.into(),
         })
@@ -69,18 +78,18 @@ impl Slots {
     }
 }
 
-/// Splits `total` connections over `workers` pools, rounding up so no pool is empty.
-pub fn share(total: usize, workers: usize) -> usize {
-    total.div_ceil(workers.max(1)).max(1)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn workers_get_their_own_slot_and_other_threads_the_shared_one() {
-        let values = PerWorker::new(2, Ok::<_, ()>).unwrap();
+        let mut next = 0;
+        let values = PerWorker::split(4, 2, |_| {
+            next += 1;
+            Ok::<_, ()>(next - 1)
+        })
+        .unwrap();
         assert_eq!(values.all(), &[0, 1, 2]);
         assert_eq!(*values.local(), 2, "a thread that is no worker");
         let slots = Slots::default();
@@ -101,10 +110,16 @@ mod tests {
     }
 
     #[test]
-    fn a_pool_size_is_shared_out_rounding_up() {
-        assert_eq!(share(16, 2), 8);
-        assert_eq!(share(16, 3), 6);
-        assert_eq!(share(1, 4), 1);
-        assert_eq!(share(5, 0), 5);
+    fn a_total_is_shared_out_rounding_up() {
+        let shares = |total, workers| {
+            PerWorker::split(total, workers, Ok::<_, ()>)
+                .unwrap()
+                .all()
+                .to_vec()
+        };
+        assert_eq!(shares(16, 2), [8, 8, 8]);
+        assert_eq!(shares(16, 3), [6, 6, 6, 6]);
+        assert_eq!(shares(1, 4), [1, 1, 1, 1, 1]);
+        assert_eq!(shares(5, 0), [5], "no workers: only the shared value");
     }
 }

@@ -173,27 +173,25 @@ pub async fn page(
     limit: i64,
 ) -> DbResult<Vec<(PostRow, Option<i16>)>> {
     let limit = limit + 1;
-    Ok(match after {
-        None => {
-            let filter = Newest;
-            PostsQuery {
-                viewer,
-                filter,
-                limit,
-            }
-            .load(conn)
-            .await?
-        }
-        Some(filter) => {
-            PostsQuery {
-                viewer,
-                filter,
-                limit,
-            }
-            .load(conn)
-            .await?
-        }
-    })
+    match after {
+        None => load(conn, viewer, Newest, limit).await,
+        Some(key) => load(conn, viewer, key, limit).await,
+    }
+}
+
+async fn load<F: PostFilter + Send>(
+    conn: &mut AsyncPgConnection,
+    viewer: Option<i64>,
+    filter: F,
+    limit: i64,
+) -> DbResult<Vec<(PostRow, Option<i16>)>> {
+    Ok(PostsQuery {
+        viewer,
+        filter,
+        limit,
+    }
+    .load(conn)
+    .await?)
 }
 
 #[cfg(test)]

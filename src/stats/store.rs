@@ -25,7 +25,7 @@ const TRUSTED_IDLE: Duration = Duration::from_secs(1);
 /// connection used within [`TRUSTED_IDLE`] is handed out as it is; a broken one fails its
 /// next command, and [`StatsStore::with_conn`] then takes it out of the pool. Connections
 /// idle for longer are checked as before.
-pub struct Manager(deadpool_redis::Manager);
+struct Manager(deadpool_redis::Manager);
 
 impl managed::Manager for Manager {
     type Type = MultiplexedConnection;
@@ -95,8 +95,7 @@ impl StatsStore {
         timeout: Duration,
         http_workers: usize,
     ) -> Result<Self, StatsError> {
-        let size = crate::worker::share(pool_size, http_workers);
-        let pool = PerWorker::new(http_workers, |_| {
+        let pool = PerWorker::split(pool_size, http_workers, |size| {
             let manager =
                 deadpool_redis::Manager::new(url).map_err(|e| StatsError::Config(e.to_string()))?;
             Pool::builder(Manager(manager))

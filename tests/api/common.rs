@@ -74,6 +74,11 @@ impl TestApp {
         }
     }
 
+    /// The running service's state (its pools, caches and counters).
+    pub fn state(&self) -> &post_rate::server::AppState {
+        &self.running.as_ref().expect("running").state
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

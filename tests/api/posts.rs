@@ -345,3 +345,21 @@ async fn walking_the_list_while_posts_arrive_has_no_duplicates_or_gaps() {
         "every post that existed is listed"
     );
 }
+
+/// Each HTTP worker reads through its own pool (src/worker.rs); the last pool is for other
+/// threads only. If the worker threads did not get their slots, every request would open
+/// its connections in that last pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_use_their_workers_own_pools() {
+    let app = TestApp::new().await;
+    let pools = app.state().pool.all();
+    assert_eq!(pools.len(), app.settings.http_workers + 1);
+    let pages = (0..20).map(|_| app.request(Method::GET, "/api/v1/posts", None, None));
+    for res in futures::future::join_all(pages).await {
+        assert_eq!(res.status(), StatusCode::OK);
+    }
+    let (workers, shared) = pools.split_at(pools.len() - 1);
+    let opened: usize = workers.iter().map(|p| p.status().size).sum();
+    assert!(opened > 0, "the workers opened no connection of their own");
+    assert_eq!(shared[0].status().size, 0, "a request used the shared pool");
+}
