@@ -1,5 +1,8 @@
-//! Wiring: builds the state, runs the HTTP API, the relay and the consumer side by side on
-//! one Tokio runtime, and shuts them down in order on SIGINT/SIGTERM.
+//! Wiring: builds the state, runs the HTTP API, the relay, the consumer and the stats repair
+//! side by side on one Tokio runtime, supervises the background tasks, and shuts them down in
+//! order on SIGINT/SIGTERM.
+
+mod supervise;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -21,9 +24,14 @@ use crate::events::kafka::ConsumerStats;
 use crate::events::relay::{KafkaSink, Relay, Sink};
 use crate::limits::RateLimits;
 use crate::metrics::Metrics;
+use crate::repair::audit::Auditor;
+use crate::repair::{PipelineHealth, Repairer};
 use crate::stats::burst::BurstDetector;
 use crate::stats::{StatsCache, StatsStore};
 use crate::worker::{PerWorker, Slots};
+
+/// A background task's body, as its supervisor starts it.
+type TaskFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 pub type Probe =
     Box<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
@@ -47,6 +55,8 @@ pub struct AppState {
     pub kafka_probe: Option<Probe>,
     /// The stats consumer's counters, when this instance runs one.
     pub consumer_stats: Option<Arc<ConsumerStats>>,
+    /// The event pipeline as the store check last saw it.
+    pub pipeline: Arc<PipelineHealth>,
 }
 
 impl AppState {
@@ -157,10 +167,22 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     let mut workers = Vec::new();
     let kafka = settings.kafka_brokers.clone();
     let mut consumer_stats = None;
+    let spawn = |task: &'static str, start: Box<dyn FnMut() -> TaskFuture + Send>| {
+        supervise::supervise(task, metrics.clone(), shutdown.clone(), start)
+    };
     if let (true, Some(brokers)) = (settings.run_consumer, &kafka) {
-        let consumer = StatsConsumer::new(&settings, brokers, store.clone(), metrics.clone());
+        let consumer = Arc::new(StatsConsumer::new(
+            &settings,
+            brokers,
+            store.clone(),
+            metrics.clone(),
+        ));
         consumer_stats = Some(consumer.stats());
-        workers.push(tokio::spawn(consumer.run(shutdown.clone())));
+        let stop = shutdown.clone();
+        workers.push(spawn(
+            "consumer",
+            Box::new(move || Box::pin(consumer.clone().run(stop.clone()))),
+        ));
     }
     if settings.run_relay {
         let sink = match &kafka {
@@ -169,7 +191,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
             ),
             None => Sink::Embedded(store.clone()),
         };
-        let relay = Relay {
+        let relay = Arc::new(Relay {
             database_url: settings.database_url.clone(),
             timeout: settings.database_timeout,
             partitions: settings.kafka_partitions,
@@ -177,8 +199,13 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
             poll: settings.relay_poll,
             sink,
             metrics: metrics.clone(),
-        };
-        workers.push(tokio::spawn(relay.run(shutdown.clone())));
+            max_failures: settings.heal.relay_max_failures,
+        });
+        let stop = shutdown.clone();
+        workers.push(spawn(
+            "relay",
+            Box::new(move || Box::pin(relay.clone().run(stop.clone()))),
+        ));
     }
     let limits = Arc::new(RateLimits::new(
         settings.rate_limit_writes_per_min,
@@ -189,14 +216,45 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         Arc::downgrade(&limits),
         shutdown.clone(),
     )));
+    let stats = StatsCache::new(
+        store.clone(),
+        settings.stats_cache_ttl,
+        settings.stats_cache_capacity,
+        metrics.cache_hits.clone(),
+        metrics.cache_misses.clone(),
+    );
+    let pipeline = Arc::new(PipelineHealth::default());
+    let repairer = Arc::new(Repairer {
+        store: store.clone(),
+        cache: stats.clone(),
+        database_url: settings.database_url.clone(),
+        timeout: settings.database_timeout,
+        partitions: settings.kafka_partitions,
+        grace: settings.heal.grace,
+        metrics: metrics.clone(),
+        health: pipeline.clone(),
+    });
+    let stop = shutdown.clone();
+    workers.push(spawn(
+        "repair",
+        Box::new(move || Box::pin(repairer.clone().run(stop.clone()))),
+    ));
+    let auditor = Arc::new(Auditor {
+        store,
+        database_url: settings.database_url.clone(),
+        timeout: settings.database_timeout,
+        interval: settings.heal.audit_interval,
+        full_interval: settings.heal.audit_full_interval,
+        grace: settings.heal.grace,
+        metrics: metrics.clone(),
+    });
+    let stop = shutdown.clone();
+    workers.push(spawn(
+        "audit",
+        Box::new(move || Box::pin(auditor.clone().run(stop.clone()))),
+    ));
     let state = web::Data::new(AppState {
-        stats: StatsCache::new(
-            store,
-            settings.stats_cache_ttl,
-            settings.stats_cache_capacity,
-            metrics.cache_hits.clone(),
-            metrics.cache_misses.clone(),
-        ),
+        stats,
         burst: BurstDetector::new(settings.burst),
         tokens: TokenKeys::new(&settings.jwt_secret, settings.token_ttl_secs),
         cursors: CursorCodec::new(&settings.jwt_secret),
@@ -216,6 +274,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
             })
         }),
         consumer_stats,
+        pipeline,
         settings,
     });
     let app_state = state.clone();

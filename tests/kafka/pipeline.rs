@@ -79,6 +79,7 @@ async fn stats_are_exact_through_kafka_and_duplicates_are_skipped() {
                 partition,
                 seq,
                 post_id: 1,
+                version: seq,
                 committed_ms: 0,
                 delta: post_rate::events::wire::StatsDelta {
                     count: 1,
