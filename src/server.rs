@@ -144,6 +144,20 @@ impl Running {
     }
 }
 
+/// Logs a warning when Redis may evict keys that have no TTL: the stats hashes and fences.
+/// The service repairs what is evicted, but each eviction costs a rebuild.
+async fn warn_if_redis_evicts(store: StatsStore) {
+    match store.eviction_policy().await {
+        Ok(Some(policy)) if policy.starts_with("allkeys-") => log::warn!(
+            "Redis maxmemory-policy is {policy}: it can evict the stats hashes and fences, \
+             which have no TTL. The service rebuilds what is evicted from PostgreSQL, but set \
+             noeviction or a volatile-* policy, or give Redis enough memory"
+        ),
+        Ok(_) => {}
+        Err(e) => log::debug!("cannot read Redis maxmemory-policy: {e}"),
+    }
+}
+
 /// Prepares the database, builds the state and starts every part the settings ask for.
 pub async fn start(settings: Settings) -> Result<Running, StartError> {
     if settings.jwt_secret_generated {
@@ -162,6 +176,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         settings.redis_timeout,
         settings.http_workers,
     )?;
+    tokio::spawn(warn_if_redis_evicts(store.clone()));
     let metrics = Arc::new(Metrics::default());
     let shutdown = CancellationToken::new();
     let mut workers = Vec::new();

@@ -111,6 +111,21 @@ impl RatingEvent {
         out
     }
 
+    /// Format 1, as releases before post versions wrote it (no `version`): for tests of an
+    /// upgrade that finds such events in a relay batch or on the topic.
+    pub fn encode_format_1(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(FORMAT_1_LEN);
+        out.push(FORMAT_1);
+        out.extend_from_slice(&self.partition.to_le_bytes());
+        out.extend_from_slice(&self.seq.to_le_bytes());
+        out.extend_from_slice(&self.post_id.to_le_bytes());
+        out.extend_from_slice(&self.committed_ms.to_le_bytes());
+        for v in self.delta.to_array() {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out
+    }
+
     /// Events back to back, as a relay batch stores them.
     pub fn encode_all(events: &[RatingEvent]) -> Vec<u8> {
         let mut out = Vec::with_capacity(events.len() * ENCODED_LEN);
@@ -205,23 +220,10 @@ mod tests {
         assert!(RatingEvent::decode_all(&bytes[..bytes.len() - 1]).is_err());
     }
 
-    /// Format 1, as the relay wrote it before post versions: still read, with version 0.
-    fn format_1(e: &RatingEvent) -> Vec<u8> {
-        let mut out = vec![FORMAT_1];
-        out.extend_from_slice(&e.partition.to_le_bytes());
-        out.extend_from_slice(&e.seq.to_le_bytes());
-        out.extend_from_slice(&e.post_id.to_le_bytes());
-        out.extend_from_slice(&e.committed_ms.to_le_bytes());
-        for v in e.delta.to_array() {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
-        out
-    }
-
     #[test]
     fn reads_format_1_as_version_0() {
         let e = event(5);
-        let old = format_1(&e);
+        let old = e.encode_format_1();
         assert_eq!(old.len(), FORMAT_1_LEN);
         let want = RatingEvent { version: 0, ..e };
         assert_eq!(RatingEvent::decode(&old), Ok(want));

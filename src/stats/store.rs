@@ -199,6 +199,19 @@ impl StatsStore {
         result
     }
 
+    /// Redis' `maxmemory-policy`, when Redis lets us read it (managed services may not).
+    pub async fn eviction_policy(&self) -> Result<Option<String>, StatsError> {
+        self.with_conn(|mut conn| async move {
+            let pair: Vec<String> = redis::cmd("CONFIG")
+                .arg("GET")
+                .arg("maxmemory-policy")
+                .query_async(&mut conn)
+                .await?;
+            Ok(pair.into_iter().nth(1))
+        })
+        .await
+    }
+
     pub async fn ping(&self) -> Result<(), StatsError> {
         self.with_conn(|mut conn| async move {
             let _: String = redis::cmd("PING").query_async(&mut conn).await?;
@@ -437,14 +450,14 @@ impl StatsStore {
         .await
     }
 
-    /// Deletes every key under the prefix (tests and tooling).
-    pub async fn delete_all(&self) -> Result<u64, StatsError> {
+    /// Every key under the prefix (tests and tooling; SCAN, so Redis is never blocked).
+    pub async fn keys(&self) -> Result<Vec<String>, StatsError> {
         let pattern = format!("{}*", self.prefix);
         self.with_conn(|mut conn| async move {
-            let mut deleted = 0;
+            let mut keys = Vec::new();
             let mut cursor: u64 = 0;
             loop {
-                let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
                     .arg(cursor)
                     .arg("MATCH")
                     .arg(&pattern)
@@ -452,19 +465,32 @@ impl StatsStore {
                     .arg(1000)
                     .query_async(&mut conn)
                     .await?;
-                if !keys.is_empty() {
-                    deleted += redis::cmd("DEL")
-                        .arg(&keys)
-                        .query_async::<u64>(&mut conn)
-                        .await?;
-                }
+                keys.extend(batch);
                 if next == 0 {
-                    return Ok(deleted);
+                    return Ok(keys);
                 }
                 cursor = next;
             }
         })
         .await
+    }
+
+    /// Deletes every key under the prefix (tests and tooling).
+    pub async fn delete_all(&self) -> Result<u64, StatsError> {
+        let keys = self.keys().await?;
+        let mut deleted = 0;
+        for chunk in keys.chunks(1000) {
+            let chunk = chunk.to_vec();
+            deleted += self
+                .with_conn(|mut conn| async move {
+                    Ok(redis::cmd("DEL")
+                        .arg(&chunk)
+                        .query_async::<u64>(&mut conn)
+                        .await?)
+                })
+                .await?;
+        }
+        Ok(deleted)
     }
 }
 
@@ -539,6 +565,34 @@ mod tests {
             committed_ms: 0,
             delta: StatsDelta::default(),
         }
+    }
+
+    #[test]
+    fn post_runs_sum_per_post_leave_out_what_a_repair_counted_and_mark_old_formats() {
+        let mut events: Vec<RatingEvent> = (1..=6)
+            .map(|seq| RatingEvent {
+                post_id: 10 + seq % 2,
+                version: (seq + 1) / 2,
+                delta: StatsDelta {
+                    count: 1,
+                    score_sum: seq,
+                    ..StatsDelta::default()
+                },
+                ..ev(0, seq)
+            })
+            .collect();
+        // Post 11 has versions 1, 2, 3 (seq 1, 3, 5); post 10 has 1, 2, 3 (seq 2, 4, 6).
+        let counted = HashMap::from([(11, 2)]);
+        let runs = post_runs(&events, &counted);
+        let got: Vec<(i64, i64, i64, i64, i64)> = runs
+            .iter()
+            .map(|r| (r.post_id, r.events, r.first, r.last, r.delta.score_sum))
+            .collect();
+        assert_eq!(got, vec![(10, 3, 1, 3, 2 + 4 + 6), (11, 1, 3, 3, 5)]);
+        // An event without a version (format 1) makes its post's run start at 0.
+        events[1].version = 0;
+        let runs = post_runs(&events, &HashMap::new());
+        assert_eq!((runs[1].post_id, runs[1].first, runs[1].last), (10, 0, 3));
     }
 
     #[test]

@@ -3,8 +3,10 @@
 mod burst;
 mod common;
 mod errors;
+mod heal;
 mod hostile;
 mod limits;
+mod losses;
 mod outage;
 mod posts;
 mod proxy;
