@@ -1,5 +1,6 @@
 //! Tests of the simulate subcommand: pattern syntax, the per-bucket table, the printed output.
 
+use super::scenario::{parse_pattern, Arrivals, Scores, Segment};
 use super::*;
 
 fn args(scenario: Scenario, pattern: Option<&str>) -> SimulateArgs {
@@ -26,25 +27,19 @@ fn output(a: &SimulateArgs) -> io::Result<String> {
 fn pattern_syntax() {
     let cfg = BurstConfig::default();
     let segs = parse_pattern("60x5, 2x2500@0,3x0", &cfg).map_err(|e| e.to_string());
-    let even = |count, buckets: i64| Arrivals::Even {
-        count,
-        duration_ms: buckets * 60_000,
+    let even = |count, buckets: i64, scores| Segment {
+        arrivals: Arrivals::Even {
+            count,
+            duration_ms: buckets * 60_000,
+        },
+        scores,
     };
     assert_eq!(
         segs,
         Ok(vec![
-            Segment {
-                arrivals: even(300, 60),
-                score: None
-            },
-            Segment {
-                arrivals: even(5000, 2),
-                score: Some(0)
-            },
-            Segment {
-                arrivals: even(0, 3),
-                score: None
-            },
+            even(300, 60, Scores::Organic),
+            even(5000, 2, Scores::Fixed(0)),
+            even(0, 3, Scores::Organic),
         ])
     );
     for bad in [
@@ -121,40 +116,30 @@ fn bomb_output_is_a_short_readable_table() -> io::Result<()> {
     let text = output(&args(Scenario::Bomb, None))?;
     let lines: Vec<&str> = text.lines().collect();
     assert!(
-        lines[0].starts_with("burst simulation: B=60s H=30 buckets k=3 floor=10, 15000 ratings"),
+        lines[0].starts_with("burst simulation: B=60s H=30 buckets k=3 floor=10, 15000 calls (15000 ratings written)"),
         "{}",
         lines[0]
     );
-    assert_eq!(
-        lines[1].split_whitespace().collect::<Vec<_>>(),
-        [
-            "bucket",
-            "time",
-            "arrivals",
-            "max_x_est",
-            "UCL",
-            "mean_w",
-            "raw_avg",
-            "damped_avg"
-        ]
-    );
+    let columns: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(columns, COLUMNS.map(|(c, _)| c));
+    assert_eq!(columns[2..4], ["requests", "arrivals"]);
     assert!(lines.len() < 60, "{} lines", lines.len());
     // Both bomb buckets are shown, with 2,500 arrivals each.
     let bomb_rows = lines
         .iter()
-        .filter(|l| l.split_whitespace().nth(2) == Some("2500"))
+        .filter(|l| l.split_whitespace().nth(3) == Some("2500"))
         .count();
     assert_eq!(bomb_rows, 2, "{text}");
     // The second bomb bucket is judged by its arrivals plus the first one's still in the window.
     assert!(
         lines
             .iter()
-            .any(|l| l.split_whitespace().nth(3) == Some("2501.0")),
+            .any(|l| l.split_whitespace().nth(4) == Some("2501.0")),
         "{text}"
     );
     assert!(lines
         .last()
-        .is_some_and(|l| l.contains("% of ratings fell in damped buckets")));
+        .is_some_and(|l| l.contains("% of written ratings fell in damped buckets")));
     // Same seed, same table; another seed, another one.
     assert_eq!(output(&args(Scenario::Bomb, None))?, text);
     let mut other = args(Scenario::Bomb, None);
@@ -170,18 +155,18 @@ fn overrides_and_bad_input() -> io::Result<()> {
     let text = output(&a)?;
     assert!(
         text.starts_with(
-            "burst simulation: B=1s H=30 buckets k=3 floor=2, 52 ratings in 4 buckets"
+            "burst simulation: B=1s H=30 buckets k=3 floor=2, 52 calls (52 ratings written) in 4 buckets"
         ),
         "{text}"
     );
     assert_eq!(text.lines().count(), 2 + 4 + 1);
-    // Columns: bucket, time, arrivals, max_x_est: at the 40th rating, 39/40 of the bucket has
+    // Columns: bucket, time, requests, arrivals, max_x_est: at the 40th rating, 39/40 of the bucket has
     // passed and 1/40 of the bucket before's 4 ratings is still in the window.
     let row3: Vec<&str> = text
         .lines()
         .nth(5)
         .map_or(vec![], |l| l.split_whitespace().collect());
-    assert_eq!(row3[2..4], ["40", "40.1"], "{text}");
+    assert_eq!(row3[2..5], ["40", "40", "40.1"], "{text}");
     let mut idle = args(Scenario::Custom, Some("1x4,1x0,1x4"));
     idle.every = 1;
     let text = output(&idle)?;
@@ -189,7 +174,7 @@ fn overrides_and_bad_input() -> io::Result<()> {
         .lines()
         .nth(3)
         .map_or(vec![], |l| l.split_whitespace().collect());
-    assert_eq!(idle_row[2..4], ["0", "-"], "{text}");
+    assert_eq!(idle_row[2..5], ["0", "0", "-"], "{text}");
     a.floor = Some(0.0);
     assert_eq!(
         output(&a).map_err(|e| e.kind()),
