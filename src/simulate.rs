@@ -25,6 +25,9 @@ pub enum Scenario {
     Bomb,
     /// The bomb, then 50 organic ratings a minute for 24 hours.
     Shift,
+    /// Organic ratings at 5 a minute for an hour while one user sends 100 calls a minute:
+    /// a zero again and again for half an hour, then flipping between 0 and 1.
+    Spammer,
     /// The arrivals given by --pattern.
     Custom,
 }

@@ -11,6 +11,9 @@ const MAX_BUCKETS: u64 = 10_000_000;
 
 const DAY_MS: i64 = 24 * 3600 * 1000;
 
+/// The user id of the one spammer (organic raters are one-off).
+pub(super) const SPAMMER: i64 = 1;
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(super) enum Arrivals {
     /// Poisson arrivals for `duration_ms`, stopping early after `max_count` if given.
@@ -29,12 +32,18 @@ pub(super) enum Scores {
     Organic,
     /// Every call the same score.
     Fixed(u8),
+    /// Calls alternate between two scores, the first one first.
+    Flip(u8, u8),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(super) struct Segment {
     pub arrivals: Arrivals,
     pub scores: Scores,
+    /// `Some(user)`: every call is this one user's; `None`: each call a new rater.
+    pub rater: Option<i64>,
+    /// Starts with the previous segment and runs alongside it, instead of after it.
+    pub alongside: bool,
 }
 
 /// One call: a rater setting a score at a time.
@@ -50,6 +59,8 @@ impl Segment {
         Segment {
             arrivals,
             scores: Scores::Organic,
+            rater: None,
+            alongside: false,
         }
     }
 }
@@ -76,6 +87,28 @@ fn bomb() -> Vec<Segment> {
                 duration_ms: 120_000,
             })
         },
+    ]
+}
+
+/// Organic ratings at 5 a minute for an hour, while one user sends 100 calls a minute (under
+/// the default write limit of 120): the same zero for half an hour, then flipping 0 and 1.
+fn spammer() -> Vec<Segment> {
+    let half_hour = 30 * 60_000;
+    let spam = |scores| Segment {
+        arrivals: Arrivals::Even {
+            count: 3_000,
+            duration_ms: half_hour,
+        },
+        scores,
+        rater: Some(SPAMMER),
+        alongside: true,
+    };
+    let organic = Segment::organic(poisson(5.0, half_hour));
+    vec![
+        organic,
+        spam(Scores::Fixed(0)),
+        organic,
+        spam(Scores::Flip(0, 1)),
     ]
 }
 
@@ -122,7 +155,8 @@ pub(super) fn parse_pattern(pattern: &str, cfg: &BurstConfig) -> io::Result<Vec<
     Ok(segments)
 }
 
-/// The segments of a run; each segment starts on the bucket boundary after the previous one.
+/// The segments of a run; each segment starts on the bucket boundary after the previous one
+/// (or with it, if it runs alongside).
 pub(super) fn segments(args: &SimulateArgs, cfg: &BurstConfig) -> io::Result<Vec<Segment>> {
     let rate_ok = args.rate.is_finite() && args.rate > 0.0 && args.rate <= 10_000.0;
     match args.scenario {
@@ -131,6 +165,7 @@ pub(super) fn segments(args: &SimulateArgs, cfg: &BurstConfig) -> io::Result<Vec
             "--rate must be in (0, 10000] per minute, got {}",
             args.rate
         ))),
+        Scenario::Spammer => Ok(spammer()),
         Scenario::Bomb => Ok(bomb()),
         Scenario::Shift => Ok([bomb(), vec![Segment::organic(poisson(50.0, DAY_MS))]].concat()),
         Scenario::Custom => match &args.pattern {
@@ -146,17 +181,27 @@ pub(super) fn segments(args: &SimulateArgs, cfg: &BurstConfig) -> io::Result<Vec
 pub(super) fn events(segments: &[Segment], cfg: &BurstConfig, rng: &mut Rng) -> Vec<Event> {
     let bucket_ms = i64::from(cfg.bucket_secs) * 1000;
     let mut out = Vec::new();
-    let mut start = 0i64;
+    // Where the last segment started, and where the next one that is not alongside starts.
+    let (mut last_start, mut next_start) = (0i64, 0i64);
     for seg in segments {
+        let start = if seg.alongside {
+            last_start
+        } else {
+            next_start
+        };
+        let rater = seg.rater.map_or(Rater::Once, Rater::User);
+        let mut n = 0usize;
         let mut push = |at_ms: i64, rng: &mut Rng| {
             let score = match seg.scores {
                 Scores::Organic => rng.organic_score(),
                 Scores::Fixed(s) => s,
+                Scores::Flip(a, b) => [a, b][n % 2],
             };
+            n += 1;
             out.push(Event {
                 at_ms,
                 score,
-                rater: Rater::Once,
+                rater,
             });
         };
         let end = match seg.arrivals {
@@ -190,7 +235,10 @@ pub(super) fn events(segments: &[Segment], cfg: &BurstConfig, rng: &mut Rng) -> 
                 start + duration_ms
             }
         };
-        start = (end + bucket_ms - 1).div_euclid(bucket_ms) * bucket_ms;
+        last_start = start;
+        next_start = next_start.max((end + bucket_ms - 1).div_euclid(bucket_ms) * bucket_ms);
     }
+    // Segments running alongside interleave; a stable sort keeps each one's own order.
+    out.sort_by_key(|e| e.at_ms);
     out
 }

@@ -1,7 +1,8 @@
 //! Tests of the simulate subcommand: pattern syntax, the per-bucket table, the printed output.
 
-use super::scenario::{parse_pattern, Arrivals, Scores, Segment};
+use super::scenario::{parse_pattern, Arrivals, Scores, Segment, SPAMMER};
 use super::*;
+use crate::stats::burst::Rater;
 
 fn args(scenario: Scenario, pattern: Option<&str>) -> SimulateArgs {
     SimulateArgs {
@@ -33,6 +34,8 @@ fn pattern_syntax() {
             duration_ms: buckets * 60_000,
         },
         scores,
+        rater: None,
+        alongside: false,
     };
     assert_eq!(
         segs,
@@ -187,6 +190,51 @@ fn overrides_and_bad_input() -> io::Result<()> {
     assert_eq!(
         output(&steady).map_err(|e| e.kind()),
         Err(io::ErrorKind::InvalidInput)
+    );
+    Ok(())
+}
+
+#[test]
+fn one_spammer_counts_once_per_bucket_and_damps_no_one() -> io::Result<()> {
+    let cfg = BurstConfig::default();
+    let a = args(Scenario::Spammer, None);
+    let calls = events(&segments(&a, &cfg)?, &cfg, &mut Rng::new(a.seed));
+    let spam = calls.iter().filter(|e| e.rater == Rater::User(SPAMMER));
+    assert_eq!(spam.count(), 6_000);
+    let rows = table(&calls, &cfg);
+    assert_eq!(rows.len(), 60);
+    for (i, r) in rows.iter().enumerate() {
+        let organic = r.requests - 100;
+        // The same zero counts only while it is a new rating (bucket 0), and nothing once it
+        // is unchanged; flips count once a bucket, however many there are.
+        let spammer = u64::from(i == 0 || i >= 30);
+        assert_eq!(r.arrivals, organic + spammer, "bucket {i}: {r:?}");
+        // Every flip writes, but the first: it repeats the zero of the first half hour.
+        let writes = match i {
+            0..30 => spammer,
+            30 => 99,
+            _ => 100,
+        };
+        assert_eq!(r.written, organic + writes, "bucket {i}: {r:?}");
+        assert!(!r.damped(), "bucket {i}: {r:?}");
+    }
+    let weight: i64 = rows.iter().map(|r| r.weight_milli_sum).sum();
+    let written: u64 = rows.iter().map(|r| r.written).sum();
+    assert!(
+        weight as f64 >= 0.99 * 1000.0 * written as f64,
+        "{weight} of {written}"
+    );
+    let last = rows[59];
+    let (raw, damped) = (last.raw_avg.unwrap_or(0.0), last.damped_avg.unwrap_or(9.0));
+    assert!((raw - damped).abs() < 0.05, "raw {raw}, damped {damped}");
+    let text = output(&a)?;
+    let header = format!(
+        "{} calls ({written} ratings written) in 60 buckets",
+        calls.len()
+    );
+    assert!(
+        text.lines().next().is_some_and(|l| l.contains(&header)),
+        "{text}"
     );
     Ok(())
 }
