@@ -214,5 +214,5 @@ async fn an_unchanged_score_counts_nothing_in_a_later_bucket() {
     put(&app, &tokens[0], post, 4).await;
     let (x, n) = detector_state(&app, post).await;
     assert!(x == 1 && n == 1, "x {x}, raters {n}");
-    app.assert_exact(post).await;
+    app.wait_exact(&[post], Duration::from_secs(20)).await;
 }
