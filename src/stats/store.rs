@@ -159,6 +159,11 @@ impl StatsStore {
         format!("{}burst:{post_id}", self.prefix)
     }
 
+    /// The raters of the post's current burst bucket; kept beside [`Self::burst_key`].
+    pub fn burst_raters_key(&self, post_id: i64) -> String {
+        format!("{}burst:{post_id}:raters", self.prefix)
+    }
+
     fn fence_key(&self) -> String {
         format!("{}fence", self.prefix)
     }
