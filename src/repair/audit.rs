@@ -27,6 +27,8 @@ use crate::stats::{is_possible, Cause, PostStats, StatsStore};
 
 /// At most this many posts are remembered as behind between two passes.
 const MAX_LAGGING: usize = 100_000;
+/// Findings logged one by one per pass; the pass's summary line counts them all.
+const LOGGED_PER_PASS: u64 = 10;
 
 pub struct Auditor {
     pub store: StatsStore,
@@ -47,6 +49,9 @@ pub struct PassReport {
     pub posts: u64,
     /// Posts queued for repair.
     pub found: u64,
+    /// Posts whose hash is behind their version (version pass): events in flight, or lost if
+    /// still behind a grace later.
+    pub behind: u64,
 }
 
 impl Auditor {
@@ -139,6 +144,7 @@ impl Auditor {
                     lagging.remove(&pv.post_id);
                     (!is_possible(&s.stats)).then_some((Cause::Impossible, None))
                 } else {
+                    report.behind += 1;
                     match lagging.get(&pv.post_id) {
                         Some(&(want, since))
                             if s.version < want && now.duration_since(since) >= self.grace =>
@@ -156,13 +162,15 @@ impl Auditor {
                     }
                 };
                 if let Some((cause, until)) = finding {
-                    log::warn!(
-                        "stats audit: post {} at version {} in Redis, {} in PostgreSQL ({})",
-                        pv.post_id,
-                        s.version,
-                        pv.version,
-                        cause.as_str()
-                    );
+                    if report.found < LOGGED_PER_PASS {
+                        log::warn!(
+                            "stats audit: post {} at version {} in Redis, {} in PostgreSQL ({})",
+                            pv.post_id,
+                            s.version,
+                            pv.version,
+                            cause.as_str()
+                        );
+                    }
                     self.metrics.heal.audit_drift.inc();
                     queue.post(pv.post_id, cause, until);
                     report.found += 1;
@@ -190,10 +198,12 @@ impl Auditor {
                 let truth = PostStats::from_array(t.stats());
                 // A different version is events in flight, which the version pass watches.
                 if s.version == t.version && s.stats != truth {
-                    log::warn!(
-                        "stats audit: post {} differs from PostgreSQL at version {}: {:?} instead of {:?}",
-                        t.post_id, t.version, s.stats, truth
-                    );
+                    if report.found < LOGGED_PER_PASS {
+                        log::warn!(
+                            "stats audit: post {} differs from PostgreSQL at version {}: {:?} instead of {:?}",
+                            t.post_id, t.version, s.stats, truth
+                        );
+                    }
                     self.metrics.heal.audit_drift.inc();
                     queue.post(t.post_id, Cause::AuditDrift, None);
                     report.found += 1;
