@@ -10,6 +10,8 @@ BENCH_RUN="bench$$"
 # One secret for the whole run, so tokens stay valid when the service is restarted.
 BENCH_JWT_SECRET="bench-secret-$(date +%s%N)-0123456789abcdef"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/post-rate-target}
+# shellcheck source=../scripts/shared-target
+source scripts/shared-target
 BIN="$CARGO_TARGET_DIR/release"
 SERVICE_PID=
 CREATED_DBS=()

@@ -31,14 +31,22 @@ const TRUSTED_IDLE: Duration = Duration::from_secs(1);
 /// connection used within [`TRUSTED_IDLE`] is handed out as it is; a broken one fails its
 /// next command, and [`StatsStore::with_conn`] then takes it out of the pool. Connections
 /// idle for longer are checked as before.
-struct Manager(deadpool_redis::Manager);
+struct Manager {
+    inner: deadpool_redis::Manager,
+    /// `REDIS_TIMEOUT_MS`: redis-rs's own limit on an answer (500 ms by default) is raised to
+    /// it, so a long script (a full consumer batch, a repair chunk) under load is bounded by
+    /// [`StatsStore::with_conn`]'s deadline alone.
+    timeout: Duration,
+}
 
 impl managed::Manager for Manager {
     type Type = MultiplexedConnection;
     type Error = RedisError;
 
     async fn create(&self) -> Result<MultiplexedConnection, RedisError> {
-        self.0.create().await
+        let mut conn = self.inner.create().await?;
+        conn.set_response_timeout(self.timeout);
+        Ok(conn)
     }
 
     async fn recycle(
@@ -49,7 +57,7 @@ impl managed::Manager for Manager {
         if metrics.last_used() < TRUSTED_IDLE {
             return Ok(());
         }
-        self.0.recycle(conn, metrics).await
+        self.inner.recycle(conn, metrics).await
     }
 }
 
@@ -123,7 +131,10 @@ impl StatsStore {
         let pool = PerWorker::split(pool_size, http_workers, |size| {
             let manager =
                 deadpool_redis::Manager::new(url).map_err(|e| StatsError::Config(e.to_string()))?;
-            Pool::builder(Manager(manager))
+            Pool::builder(Manager {
+                inner: manager,
+                timeout,
+            })
                 .max_size(size)
                 .wait_timeout(Some(timeout))
                 .create_timeout(Some(timeout))

@@ -8,8 +8,11 @@ use crate::simulate::{PostModel, Rng};
 
 async fn redis() -> redis::RedisResult<redis::aio::MultiplexedConnection> {
     let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    // redis-rs gives up on an answer after 500 ms by default: too short on a loaded machine.
+    let config = redis::AsyncConnectionConfig::new()
+        .set_response_timeout(Some(std::time::Duration::from_secs(10)));
     redis::Client::open(url)?
-        .get_multiplexed_async_connection()
+        .get_multiplexed_async_connection_with_config(&config)
         .await
 }
 
