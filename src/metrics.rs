@@ -8,7 +8,8 @@ use prometheus::{
 
 pub struct Metrics {
     registry: Registry,
-    /// `post_rate_http_requests_total{method,route,status}`; `route` is the route pattern.
+    /// `post_rate_http_requests_total{method,route,status}`; `route` is the route pattern and
+    /// `method` a standard method or `OTHER` (labels from a closed set, see `api::observe`).
     pub http_requests: IntCounterVec,
     /// `post_rate_http_request_duration_seconds{method,route}`.
     pub http_duration: HistogramVec,

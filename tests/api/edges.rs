@@ -1,0 +1,58 @@
+//! Hostile traffic at the edges (DESIGN §8.6): what a stranger can send costs bounded
+//! resources. Metric labels from a closed set; a token whose user is gone is 401.
+
+use reqwest::Method;
+
+use crate::common::{problem, TestApp};
+
+async fn metrics_text(app: &TestApp) -> String {
+    app.request(Method::GET, "/metrics", None, None)
+        .await
+        .text()
+        .await
+        .expect("metrics text")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn odd_methods_and_unknown_paths_add_no_time_series() {
+    let app = TestApp::new().await;
+    // Every label set the test can reach exists once before the flood.
+    for (method, path) in [
+        ("XXXX0", "/healthz"),
+        ("GET", "/no/such/path/0"),
+        ("GET", "/api/v1/no-such-0"),
+    ] {
+        let method = Method::from_bytes(method.as_bytes()).unwrap();
+        app.request(method, path, None, None).await;
+    }
+    metrics_text(&app).await;
+    let before = metrics_text(&app).await;
+    for i in 0..300 {
+        let odd = Method::from_bytes(format!("XXXX{}{i}", "Y".repeat(i % 40)).as_bytes()).unwrap();
+        let res = app.request(odd, "/healthz", None, None).await;
+        assert_eq!(res.status(), 405);
+        let res = app
+            .request(Method::GET, &format!("/no/such/path/{i}"), None, None)
+            .await;
+        problem(res, 404).await;
+        let res = app
+            .request(Method::GET, &format!("/api/v1/no-such-{i}"), None, None)
+            .await;
+        problem(res, 404).await;
+    }
+    let after = metrics_text(&app).await;
+    assert!(
+        !after.contains("XXXX") && !after.contains("no-such-"),
+        "{after}"
+    );
+    assert!(after.contains(r#"method="OTHER""#) && after.contains(r#"route="unmatched""#));
+    // The same series, with other counts (the digits of a count may grow a little).
+    assert!(
+        after.len() < before.len() + 2_000,
+        "/metrics grew from {} to {} bytes",
+        before.len(),
+        after.len()
+    );
+    let series = |text: &str| text.lines().filter(|l| !l.starts_with('#')).count();
+    assert_eq!(series(&before), series(&after));
+}
