@@ -60,6 +60,11 @@ impl ApiError {
         ApiError::NotFound("post not found".into())
     }
 
+    /// A valid token whose user row no longer exists: the caller is not signed in.
+    pub fn user_gone() -> Self {
+        ApiError::Unauthorized("the token's user does not exist")
+    }
+
     fn slug_and_title(&self) -> (&'static str, &'static str) {
         match self {
             ApiError::BadRequest(_) => ("bad-request", "Bad Request"),

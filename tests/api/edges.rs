@@ -1,7 +1,9 @@
 //! Hostile traffic at the edges (DESIGN §8.6): what a stranger can send costs bounded
-//! resources. Metric labels from a closed set; a token whose user is gone is 401.
+//! resources. Metric labels from a closed set; a token whose user is gone is 401 (never 500).
 
+use diesel_async::RunQueryDsl;
 use reqwest::Method;
+use serde_json::json;
 
 use crate::common::{problem, TestApp};
 
@@ -55,4 +57,70 @@ async fn odd_methods_and_unknown_paths_add_no_time_series() {
     );
     let series = |text: &str| text.lines().filter(|l| !l.starts_with('#')).count();
     assert_eq!(series(&before), series(&after));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_whose_user_is_gone_is_401_on_every_write() {
+    let app = TestApp::new().await;
+    let author = app.register("author").await;
+    let post = app.create_post(&author, "rated").await;
+    let gone = app.register("gone").await;
+    assert_eq!(app.rate(&gone, post, 4).await.status(), 200);
+    diesel::sql_query("DELETE FROM users WHERE id = $1")
+        .bind::<diesel::sql_types::BigInt, _>(gone.id)
+        .execute(&mut app.db().await)
+        .await
+        .expect("delete the user row");
+
+    let token = Some(gone.token.as_str());
+    let missing = post + 1000;
+    for (method, path, body) in [
+        (
+            Method::POST,
+            "/api/v1/posts".to_owned(),
+            Some(json!({ "title": "t", "content": "c" })),
+        ),
+        (
+            Method::PUT,
+            format!("/api/v1/posts/{post}/rating"),
+            Some(json!({ "score": 2 })),
+        ),
+        (
+            Method::PUT,
+            format!("/api/v1/posts/{missing}/rating"),
+            Some(json!({ "score": 2 })),
+        ),
+        (Method::DELETE, format!("/api/v1/posts/{post}/rating"), None),
+        (
+            Method::DELETE,
+            format!("/api/v1/posts/{missing}/rating"),
+            None,
+        ),
+    ] {
+        let res = app.request(method.clone(), &path, token, body).await;
+        assert_eq!(
+            res.headers()["www-authenticate"],
+            "Bearer",
+            "{method} {path}"
+        );
+        problem(res, 401).await;
+    }
+    // Signing in as the gone user is a plain wrong login; the name can be taken again.
+    let creds = json!({ "username": "gone", "password": "password123" });
+    let res = app
+        .request(
+            Method::POST,
+            "/api/v1/auth/token",
+            token,
+            Some(creds.clone()),
+        )
+        .await;
+    problem(res, 401).await;
+    let res = app
+        .request(Method::POST, "/api/v1/users", token, Some(creds))
+        .await;
+    assert_eq!(res.status(), 201);
+    // Nothing was written for the gone user.
+    let (count, ..) = app.expected(post).await;
+    assert_eq!(count, 0);
 }
