@@ -85,7 +85,8 @@ pub struct Settings {
     /// `RATE_LIMIT_AUTH_PER_MIN` [30]: register and token requests per client address; 0 disables.
     pub rate_limit_auth_per_min: u32,
     /// `RATE_LIMIT_TRUST_FORWARDED_FOR` [false]: the client address is the last
-    /// `X-Forwarded-For` entry (set it only behind a proxy that appends it).
+    /// `X-Forwarded-For` entry, 400 when it is not an address (set it only behind a proxy
+    /// that appends it).
     pub rate_limit_trust_forwarded_for: bool,
     /// `APP_ENV` [development]: `production` refuses insecure settings.
     pub production: bool,

@@ -5,7 +5,7 @@ use diesel_async::RunQueryDsl;
 use reqwest::Method;
 use serde_json::json;
 
-use crate::common::{problem, TestApp};
+use crate::common::{problem, test_settings, TestApp};
 
 async fn metrics_text(app: &TestApp) -> String {
     app.request(Method::GET, "/metrics", None, None)
@@ -123,4 +123,43 @@ async fn a_token_whose_user_is_gone_is_401_on_every_write() {
     // Nothing was written for the gone user.
     let (count, ..) = app.expected(post).await;
     assert_eq!(count, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_auth_limit_keys_by_the_hop_the_proxy_appended() {
+    let mut settings = test_settings();
+    settings.rate_limit_auth_per_min = 30;
+    settings.rate_limit_trust_forwarded_for = true;
+    let app = TestApp::with_settings(settings).await;
+    let creds = json!({ "username": "nobody", "password": "wrong-password" });
+    let attempt = |forwarded: String| {
+        app.client
+            .post(app.url("/api/v1/auth/token"))
+            .header("x-forwarded-for", forwarded)
+            .json(&creds)
+            .send()
+    };
+    // The client writes a new first hop each time; the proxy appends `ip:port`.
+    let mut statuses = Vec::new();
+    for i in 0..60u16 {
+        let forged = format!("10.{}.{}.1", i / 200, i % 200);
+        let res = attempt(format!("{forged}, 198.51.100.7:{}", 40_000 + i))
+            .await
+            .unwrap();
+        statuses.push(res.status().as_u16());
+    }
+    assert!(statuses[..30].iter().all(|s| *s == 401), "{statuses:?}");
+    // One more attempt per 2 s comes back; the run takes far less than the 40 s this allows.
+    let limited = statuses.iter().filter(|s| **s == 429).count();
+    assert!(limited >= 10, "{statuses:?}");
+    assert!(statuses.iter().all(|s| matches!(s, 401 | 429)));
+
+    // Another client behind the same proxy has its own allowance.
+    let res = attempt("198.51.100.7, [2001:db8::1]:443".into())
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    // An appended hop that is not an address is refused, not replaced by the client's.
+    let res = attempt("198.51.100.9, unknown".into()).await.unwrap();
+    problem(res, 400).await;
 }
