@@ -1,9 +1,7 @@
 //! Wiring: builds the state, runs the HTTP API, the relay and the consumer side by side on
 //! one Tokio runtime, and shuts them down in order on SIGINT/SIGTERM.
 
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use actix_web::dev::ServerHandle;
@@ -17,16 +15,14 @@ use crate::config::Settings;
 use crate::db::{self, PgPool, PooledConn};
 use crate::error::ApiError;
 use crate::events::consumer::StatsConsumer;
-use crate::events::kafka::ConsumerStats;
+use crate::events::kafka::{BrokerProbe, ConsumerStats};
 use crate::events::relay::{KafkaSink, Relay, Sink};
 use crate::limits::RateLimits;
 use crate::metrics::Metrics;
+use crate::readiness::Readiness;
 use crate::stats::burst::BurstDetector;
 use crate::stats::{StatsCache, StatsStore};
 use crate::worker::{PerWorker, Slots};
-
-pub type Probe =
-    Box<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
 
 pub struct AppState {
     pub settings: Settings,
@@ -43,8 +39,8 @@ pub struct AppState {
     pub limits: Arc<RateLimits>,
     /// How often `/metrics` counts the outbox.
     pub outbox_gauge: crate::api::health::Throttle,
-    /// Readiness check of the broker, when one is configured.
-    pub kafka_probe: Option<Probe>,
+    /// `/readyz`: the named checks and their latest snapshot.
+    pub readiness: Readiness,
     /// The stats consumer's counters, when this instance runs one.
     pub consumer_stats: Option<Arc<ConsumerStats>>,
 }
@@ -189,6 +185,16 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         Arc::downgrade(&limits),
         shutdown.clone(),
     )));
+    let broker_probe = match &kafka {
+        Some(brokers) => {
+            Some(BrokerProbe::new(brokers).map_err(|e| StartError::Kafka(e.to_string()))?)
+        }
+        None => None,
+    };
+    let readiness = Readiness::new(
+        crate::api::health::dependency_checks(&pool, &store, broker_probe),
+        crate::api::health::READINESS_EVERY,
+    );
     let state = web::Data::new(AppState {
         stats: StatsCache::new(
             store,
@@ -205,16 +211,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         outbox_gauge: crate::api::health::Throttle::new(std::time::Duration::from_secs(1)),
         pool,
         metrics,
-        kafka_probe: kafka.map(|brokers| -> Probe {
-            Box::new(move || {
-                let brokers = brokers.clone();
-                Box::pin(async move {
-                    crate::events::kafka::probe(&brokers, std::time::Duration::from_secs(2))
-                        .await
-                        .map_err(|e| e.to_string())
-                })
-            })
-        }),
+        readiness,
         consumer_stats,
         settings,
     });

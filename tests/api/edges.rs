@@ -163,3 +163,32 @@ async fn the_auth_limit_keys_by_the_hop_the_proxy_appended() {
     let res = attempt("198.51.100.9, unknown".into()).await.unwrap();
     problem(res, 400).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_readyz_flood_shares_one_snapshot_a_second() {
+    let app = TestApp::new().await;
+    let started = std::time::Instant::now();
+    let bodies = futures::future::join_all((0..32).map(|_| async {
+        let mut seen = Vec::new();
+        for _ in 0..8 {
+            let res = app.request(Method::GET, "/readyz", None, None).await;
+            assert_eq!(res.status(), 200);
+            seen.push(res.text().await.unwrap());
+        }
+        seen
+    }))
+    .await;
+    let elapsed = started.elapsed();
+    let distinct: std::collections::HashSet<String> = bodies.into_iter().flatten().collect();
+    // Each snapshot carries its own measured latencies, so distinct bodies are distinct
+    // rounds of checks: one per second at most, not one per request (256).
+    assert!(
+        distinct.len() as u64 <= elapsed.as_secs() + 2,
+        "{} rounds of checks in {elapsed:?}",
+        distinct.len()
+    );
+    let body: serde_json::Value = serde_json::from_str(distinct.iter().next().unwrap()).unwrap();
+    assert_eq!(body["status"], "ready");
+    assert_eq!(body["checks"]["postgres"]["status"], "up");
+    assert_eq!(body["checks"]["redis"]["status"], "up");
+}
