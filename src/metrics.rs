@@ -26,6 +26,8 @@ pub struct Metrics {
     pub event_lag: Histogram,
     pub cache_hits: IntCounter,
     pub cache_misses: IntCounter,
+    /// Sign-ups and sign-ins refused because the password hashing queue was full.
+    pub passwords_shed: IntCounter,
     /// Set at scrape time.
     pub outbox_pending: IntGauge,
 }
@@ -145,6 +147,11 @@ impl Metrics {
                 r,
                 "post_rate_stats_cache_misses_total",
                 "Stats reads that went to Redis.",
+            ),
+            passwords_shed: counter(
+                r,
+                "post_rate_password_hashing_shed_total",
+                "Sign-ups and sign-ins refused with 503 because the password hashing queue was full.",
             ),
             consumer_batch_size,
             event_lag,

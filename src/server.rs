@@ -5,11 +5,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use actix_web::dev::ServerHandle;
+use actix_web::http::KeepAlive;
 use actix_web::{web, App, HttpServer};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::api::connection::Deadlines;
 use crate::api::cursor::CursorCodec;
+use crate::auth::password::HashPool;
 use crate::auth::TokenKeys;
 use crate::config::Settings;
 use crate::db::{self, PgPool, PooledConn};
@@ -41,6 +44,8 @@ pub struct AppState {
     pub outbox_gauge: crate::api::health::Throttle,
     /// `/readyz`: the named checks and their latest snapshot.
     pub readiness: Readiness,
+    /// `PASSWORD_HASH_*`: the argon2 threads and their queue.
+    pub passwords: HashPool,
     /// The stats consumer's counters, when this instance runs one.
     pub consumer_stats: Option<Arc<ConsumerStats>>,
 }
@@ -195,6 +200,11 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         crate::api::health::dependency_checks(&pool, &store, broker_probe),
         crate::api::health::READINESS_EVERY,
     );
+    let passwords = HashPool::new(
+        settings.password_hash_threads,
+        settings.password_hash_queue,
+        metrics.passwords_shed.clone(),
+    );
     let state = web::Data::new(AppState {
         stats: StatsCache::new(
             store,
@@ -212,22 +222,39 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         pool,
         metrics,
         readiness,
+        passwords,
         consumer_stats,
         settings,
     });
     let app_state = state.clone();
     let slots = Slots::default();
+    let edges = state.settings.edges.clone();
+    let deadlines = Deadlines {
+        idle: edges.keep_alive + edges.header_timeout,
+        request: edges.request_timeout,
+    };
     let server = HttpServer::new(move || {
         slots.enter();
         App::new()
             .app_data(app_state.clone())
+            .wrap(actix_web::middleware::from_fn(crate::api::edges::limit))
             .wrap(crate::api::problem_errors())
             .wrap(actix_web::middleware::from_fn(crate::api::observe::observe))
             .configure(crate::api::configure)
     })
     .workers(state.settings.http_workers)
+    // Connection limits (DESIGN §8.6, README "Security"); on_connect must precede bind.
+    .client_request_timeout(edges.header_timeout)
+    .keep_alive(if edges.keep_alive.is_zero() {
+        KeepAlive::Disabled
+    } else {
+        KeepAlive::Timeout(edges.keep_alive)
+    })
+    .client_disconnect_timeout(edges.disconnect_timeout)
+    .max_connections(edges.max_connections)
+    .on_connect(move |conn, data| crate::api::connection::on_connect(conn, data, deadlines))
     .disable_signals()
-    .shutdown_timeout(10);
+    .shutdown_timeout(edges.shutdown_timeout_secs);
     let server = server
         .bind(&state.settings.bind_addr)
         .map_err(|source| StartError::Bind {

@@ -1,9 +1,13 @@
 //! Hostile traffic at the edges (DESIGN §8.6): what a stranger can send costs bounded
 //! resources. Metric labels from a closed set; a token whose user is gone is 401 (never 500).
 
+use std::time::Duration;
+
 use diesel_async::RunQueryDsl;
 use reqwest::Method;
 use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 use crate::common::{problem, test_settings, TestApp};
 
@@ -191,4 +195,156 @@ async fn a_readyz_flood_shares_one_snapshot_a_second() {
     assert_eq!(body["status"], "ready");
     assert_eq!(body["checks"]["postgres"]["status"], "up");
     assert_eq!(body["checks"]["redis"]["status"], "up");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sign_up_flood_beyond_the_hashing_queue_is_refused_at_once() {
+    let mut settings = test_settings();
+    settings.password_hash_threads = 1;
+    settings.password_hash_queue = 1;
+    let app = TestApp::with_settings(settings).await;
+    let answers = futures::future::join_all((0..24).map(|i| {
+        app.request(
+            Method::POST,
+            "/api/v1/users",
+            None,
+            Some(json!({ "username": format!("flood{i}"), "password": "password123" })),
+        )
+    }))
+    .await;
+    let mut created = 0;
+    let mut refused = 0;
+    for res in answers {
+        match res.status().as_u16() {
+            201 => created += 1,
+            503 => {
+                assert_eq!(res.headers()["retry-after"], "1");
+                let body = problem(res, 503).await;
+                assert_eq!(body["type"], "/problems/overloaded");
+                refused += 1;
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    // One hashing, one waiting: most of 24 at once are refused, never queued without end.
+    assert!(
+        created >= 1 && refused >= 1,
+        "{created} created, {refused} refused"
+    );
+    let mut conn = app.db().await;
+    let stored: i64 = diesel::dsl::sql::<diesel::sql_types::BigInt>("SELECT count(*) FROM users")
+        .get_result(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(stored, created, "a refused sign-up stores nothing");
+    app.register("after-the-flood").await;
+    assert_eq!(
+        app.metric("post_rate_password_hashing_shed_total").await,
+        refused as f64
+    );
+}
+
+/// Settings with short connection deadlines, so the slow-client tests take seconds.
+fn short_deadlines() -> post_rate::config::Settings {
+    let mut settings = test_settings();
+    settings.edges.header_timeout = Duration::from_secs(1);
+    settings.edges.keep_alive = Duration::from_secs(1);
+    settings.edges.body_timeout = Duration::from_secs(2);
+    settings.edges.request_timeout = Duration::from_secs(3);
+    settings
+}
+
+/// Everything the server sends on `conn` until it closes it (a guard of 30 s fails the test
+/// instead of hanging it).
+async fn read_until_closed(conn: &mut TcpStream) -> String {
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(30), async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match conn.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "the server kept the connection open");
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+async fn connect(app: &TestApp) -> TcpStream {
+    TcpStream::connect(app.base.trim_start_matches("http://"))
+        .await
+        .expect("connect")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_bodies_get_408_and_lose_their_connection_while_others_are_served() {
+    let app = TestApp::with_settings(short_deadlines()).await;
+    let slow = futures::future::join_all((0..50).map(|_| async {
+        let mut conn = connect(&app).await;
+        conn.write_all(
+            b"POST /api/v1/users HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n\
+              Content-Length: 1000\r\n\r\n{",
+        )
+        .await
+        .unwrap();
+        read_until_closed(&mut conn).await
+    }));
+    let normal = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        app.request(Method::GET, "/healthz", None, None)
+            .await
+            .status()
+    };
+    let (answers, normal) = tokio::join!(slow, normal);
+    assert_eq!(normal, 200);
+    for answer in answers {
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        assert!(answer.contains("application/problem+json"), "{answer}");
+        assert!(answer.contains("/problems/request-timeout"), "{answer}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_dribbling_connections_are_closed() {
+    let app = TestApp::with_settings(short_deadlines()).await;
+    // Silent from the start: actix-web's head timeout answers 408.
+    let mut idle = connect(&app).await;
+    let answer = read_until_closed(&mut idle).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+
+    // One request answered, then the next head dribbles and stops: actix-web times only
+    // the first head of a connection, the connection watch cuts this one.
+    let mut kept = connect(&app).await;
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let n = kept.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nHo")
+        .await
+        .unwrap();
+    let rest = read_until_closed(&mut kept).await;
+    assert!(
+        rest.is_empty(),
+        "no answer to a head that never ended: {rest:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_heads_get_431() {
+    let mut settings = test_settings();
+    settings.edges.max_header_bytes = 4096;
+    let app = TestApp::with_settings(settings).await;
+    let padded = |n: usize| {
+        app.client
+            .get(app.url("/healthz"))
+            .header("x-padding", "a".repeat(n))
+            .send()
+    };
+    let body = problem(padded(5000).await.unwrap(), 431).await;
+    assert_eq!(body["type"], "/problems/headers-too-large");
+    assert_eq!(padded(3000).await.unwrap().status(), 200);
 }
