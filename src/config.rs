@@ -124,8 +124,9 @@ pub struct EdgeLimits {
     /// `HTTP_SHUTDOWN_TIMEOUT_SECS` [10]: how long a stopping server waits for requests in
     /// flight.
     pub shutdown_timeout_secs: u64,
-    /// `HTTP_MAX_CONNECTIONS` [5000]: open connections per HTTP worker; beyond it the worker
-    /// stops accepting until one closes.
+    /// `HTTP_MAX_CONNECTIONS` [2000]: open connections per HTTP worker; beyond it the worker
+    /// stops accepting until one closes. Each takes two file descriptors (the start-up log
+    /// warns when the open-file limit is lower than the workers' total).
     pub max_connections: usize,
     /// `HTTP_MAX_HEADER_BYTES` [16384]: a request's target and headers together (431 over
     /// it). actix-web itself reads at most 128 KiB of head and 96 headers.
@@ -144,7 +145,7 @@ impl EdgeLimits {
             request_timeout: millis("HTTP_REQUEST_TIMEOUT_MS", 30_000)?,
             disconnect_timeout: millis("HTTP_DISCONNECT_TIMEOUT_MS", 1000)?,
             shutdown_timeout_secs: parse_range("HTTP_SHUTDOWN_TIMEOUT_SECS", 10, 0, 3600)?,
-            max_connections: parse_range("HTTP_MAX_CONNECTIONS", 5000, 1, 1_000_000)?,
+            max_connections: parse_range("HTTP_MAX_CONNECTIONS", 2000, 1, 1_000_000)?,
             max_header_bytes: parse_range("HTTP_MAX_HEADER_BYTES", 16_384, 1024, 131_072)?,
         })
     }

@@ -229,6 +229,10 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     let app_state = state.clone();
     let slots = Slots::default();
     let edges = state.settings.edges.clone();
+    crate::api::connection::check_descriptor_budget(
+        state.settings.http_workers,
+        edges.max_connections,
+    );
     let deadlines = Deadlines {
         idle: edges.keep_alive + edges.header_timeout,
         request: edges.request_timeout,

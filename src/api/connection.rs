@@ -114,6 +114,28 @@ pub fn on_connect(conn: &dyn Any, data: &mut Extensions, deadlines: Deadlines) {
     data.insert(ConnWatch(watched));
 }
 
+/// Warns when the process may not open the descriptors its connections can take: two per
+/// watched connection, plus a margin for pools, clients and files.
+pub fn check_descriptor_budget(workers: usize, max_connections: usize) {
+    let Some(limit) = open_files_limit() else {
+        return;
+    };
+    let needed = 2 * workers * max_connections + 1024;
+    if limit < needed {
+        log::warn!(
+            "the open-file limit is {limit}, but {workers} workers × HTTP_MAX_CONNECTIONS={max_connections} \
+             can take {needed} descriptors (two per connection); raise the limit or lower the setting"
+        );
+    }
+}
+
+/// The soft limit on open files, from `/proc/self/limits` (Linux).
+fn open_files_limit() -> Option<usize> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
 /// Shuts down this worker's overdue connections, once a second, for the worker's life.
 async fn sweep() {
     let mut tick = tokio::time::interval(SWEEP_EVERY);
@@ -164,6 +186,11 @@ mod tests {
                 request: Duration::from_secs(30),
             },
         })
+    }
+
+    #[test]
+    fn the_open_files_limit_is_read() {
+        assert!(open_files_limit().is_some_and(|n| n > 0));
     }
 
     #[test]
