@@ -314,6 +314,14 @@ async fn idle_and_dribbling_connections_are_closed() {
     let answer = read_until_closed(&mut idle).await;
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
 
+    // One request answered, then silence: the keep-alive time closes it.
+    let mut kept = connect(&app).await;
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = read_until_closed(&mut kept).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+
     // One request answered, then the next head dribbles and stops: actix-web times only
     // the first head of a connection, the connection watch cuts this one.
     let mut kept = connect(&app).await;
