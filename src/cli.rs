@@ -34,8 +34,58 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         wait_secs: u64,
     },
+    /// Compare every post's Redis stats with PostgreSQL once, as the service's audit does,
+    /// and report what differs and how long each pass took (changes nothing).
+    Audit,
     /// Run the burst-damping model on a virtual clock and print a per-bucket table.
     Simulate(crate::simulate::SimulateArgs),
+}
+
+/// `post-rate audit`: one version pass and one full pass; what they find is only reported.
+async fn audit(settings: &Settings) -> Result<(), String> {
+    let store = StatsStore::new(
+        &settings.redis_url,
+        &settings.redis_key_prefix,
+        2,
+        settings.redis_timeout,
+    )
+    .map_err(|e| e.to_string())?;
+    let auditor = crate::repair::audit::Auditor {
+        store,
+        database_url: settings.database_url.clone(),
+        timeout: settings.database_timeout,
+        interval: settings.heal.audit_interval,
+        full_interval: settings.heal.audit_full_interval,
+        grace: settings.heal.grace,
+        metrics: std::sync::Arc::new(crate::metrics::Metrics::new()),
+    };
+    let mut conn = crate::db::connect(&settings.database_url, settings.database_timeout)
+        .await
+        .map_err(|e| e.to_string())?;
+    let started = std::time::Instant::now();
+    let version = auditor
+        .version_pass(&mut conn, &mut Default::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    println!(
+        "audit version pass: {} posts in {} ms: {} behind their version, {} wrong",
+        version.posts,
+        started.elapsed().as_millis(),
+        version.behind,
+        version.found
+    );
+    let started = std::time::Instant::now();
+    let full = auditor
+        .full_pass(&mut conn)
+        .await
+        .map_err(|e| e.to_string())?;
+    println!(
+        "audit full pass: {} posts in {} ms: {} differ from PostgreSQL",
+        full.posts,
+        started.elapsed().as_millis(),
+        full.found
+    );
+    Ok(())
 }
 
 pub fn main() -> ExitCode {
@@ -97,6 +147,7 @@ pub fn main() -> ExitCode {
                     .map_err(|e| e.to_string())
             }
             Command::Simulate(_) => Ok(()),
+            Command::Audit => audit(&settings).await,
             Command::Reconcile { dry_run, wait_secs } => {
                 let store = StatsStore::new(
                     &settings.redis_url,

@@ -98,6 +98,29 @@ pub struct Settings {
     /// `PASSWORD_HASH_QUEUE` [16 per hashing thread]: sign-ups and sign-ins that may wait for
     /// a hashing thread; beyond it, 503 with `Retry-After` at once.
     pub password_hash_queue: usize,
+    /// Self-healing of the stats (see `crate::repair`).
+    pub heal: HealSettings,
+}
+
+/// How the service watches and repairs its Redis stats.
+#[derive(Debug, Clone)]
+pub struct HealSettings {
+    /// `STATS_REPAIR_GRACE_SECS` [10]: how long a partition's fence may stand still behind
+    /// the relay, or a post's hash behind its version, before it is rebuilt from PostgreSQL
+    /// (it doubles, up to 5 minutes, for a partition that keeps needing it).
+    pub grace: Duration,
+    /// `STATS_AUDIT_INTERVAL_SECS` [10]: between two audit passes over every post's version;
+    /// 0 turns the audit off.
+    pub audit_interval: Duration,
+    /// `STATS_AUDIT_FULL_INTERVAL_SECS` [600]: between two audit passes that also sum
+    /// `ratings` per post (what catches ratings changed in SQL).
+    pub audit_full_interval: Duration,
+    /// `RELAY_MAX_FAILURES` [5]: deliveries of one batch that may fail in a row before the
+    /// relay gives up the lead, so that an instance that can deliver takes it.
+    pub relay_max_failures: u32,
+    /// `PIPELINE_STUCK_SECS` [30]: `/readyz` reports the pipeline stuck when the oldest
+    /// undelivered event is older than this.
+    pub pipeline_stuck: Duration,
 }
 
 /// Connection limits and timeouts, one per phase of a connection.
@@ -206,6 +229,10 @@ fn millis(name: &'static str, default: u64) -> Result<Duration, ConfigError> {
     parse_range(name, default, 1, 3_600_000).map(Duration::from_millis)
 }
 
+fn secs(name: &'static str, default: u64, min: u64) -> Result<Duration, ConfigError> {
+    parse_range(name, default, min, 7 * 86400).map(Duration::from_secs)
+}
+
 impl Settings {
     pub fn from_env() -> Result<Self, ConfigError> {
         let app_env = var("APP_ENV").unwrap_or_else(|| "development".into());
@@ -287,6 +314,13 @@ impl Settings {
             edges: EdgeLimits::from_env()?,
             password_hash_threads: hash_threads,
             password_hash_queue: parse_range("PASSWORD_HASH_QUEUE", 16 * hash_threads, 0, 100_000)?,
+            heal: HealSettings {
+                grace: secs("STATS_REPAIR_GRACE_SECS", 10, 1)?,
+                audit_interval: secs("STATS_AUDIT_INTERVAL_SECS", 10, 0)?,
+                audit_full_interval: secs("STATS_AUDIT_FULL_INTERVAL_SECS", 600, 1)?,
+                relay_max_failures: parse_range("RELAY_MAX_FAILURES", 5, 1, 1_000_000)?,
+                pipeline_stuck: secs("PIPELINE_STUCK_SECS", 30, 1)?,
+            },
         })
     }
 }

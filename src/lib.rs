@@ -11,6 +11,7 @@ pub mod limits;
 pub mod metrics;
 pub mod readiness;
 pub mod reconcile;
+pub mod repair;
 pub mod server;
 pub mod service;
 pub mod simulate;

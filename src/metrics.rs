@@ -30,6 +30,99 @@ pub struct Metrics {
     pub passwords_shed: IntCounter,
     /// Set at scrape time.
     pub outbox_pending: IntGauge,
+    /// Self-healing (see `crate::repair`).
+    pub heal: HealMetrics,
+}
+
+/// What the self-healing of the stats did: repairs by cause, posts rewritten, audit findings,
+/// background task restarts, and the age of the oldest event not yet delivered.
+pub struct HealMetrics {
+    /// `post_rate_stats_repairs_total{cause}`: partitions and posts queued for repair that a
+    /// repair round rebuilt, by why.
+    pub repairs: IntCounterVec,
+    /// `post_rate_stats_posts_repaired_total`: posts whose Redis stats a repair rewrote.
+    pub posts_repaired: IntCounter,
+    /// `post_rate_stats_repair_failures_total`: repair rounds that failed and were retried.
+    pub repair_failures: IntCounter,
+    /// `post_rate_stats_audit_posts_total`: posts the audit compared.
+    pub audit_posts: IntCounter,
+    /// `post_rate_stats_audit_drift_total`: posts the audit found wrong with no event to tell.
+    pub audit_drift: IntCounter,
+    /// `post_rate_events_unfollowed_total`: events skipped because their post's hash did not
+    /// follow on; the post is repaired instead.
+    pub events_unfollowed: IntCounter,
+    /// `post_rate_task_restarts_total{task}`: background tasks restarted after a failure.
+    pub task_restarts: IntCounterVec,
+    /// `post_rate_outbox_oldest_age_seconds`: age of the oldest event not yet delivered
+    /// (0 when there is none; refreshed by the store check, about once a second).
+    pub outbox_oldest_age: prometheus::Gauge,
+}
+
+impl HealMetrics {
+    fn new(r: &Registry) -> Self {
+        let repairs = IntCounterVec::new(
+            Opts::new(
+                "post_rate_stats_repairs_total",
+                "Partitions and posts whose Redis stats were rebuilt from PostgreSQL, by cause.",
+            ),
+            &["cause"],
+        )
+        .unwrap_or_else(|e| unreachable!("{e}"));
+        let task_restarts = IntCounterVec::new(
+            Opts::new(
+                "post_rate_task_restarts_total",
+                "Background tasks restarted after an error or a panic.",
+            ),
+            &["task"],
+        )
+        .unwrap_or_else(|e| unreachable!("{e}"));
+        let outbox_oldest_age = prometheus::Gauge::new(
+            "post_rate_outbox_oldest_age_seconds",
+            "Age of the oldest rating event not yet delivered (0 when none waits).",
+        )
+        .unwrap_or_else(|e| unreachable!("{e}"));
+        for c in [
+            Box::new(repairs.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(task_restarts.clone()),
+            Box::new(outbox_oldest_age.clone()),
+        ] {
+            r.register(c).unwrap_or_else(|e| unreachable!("{e}"));
+        }
+        // Every cause is shown from the start, at 0.
+        for cause in crate::stats::Cause::ALL {
+            repairs.with_label_values(&[cause.as_str()]);
+        }
+        HealMetrics {
+            repairs,
+            posts_repaired: counter(
+                r,
+                "post_rate_stats_posts_repaired_total",
+                "Posts whose Redis stats a repair rewrote.",
+            ),
+            repair_failures: counter(
+                r,
+                "post_rate_stats_repair_failures_total",
+                "Repair rounds that failed and were retried.",
+            ),
+            audit_posts: counter(
+                r,
+                "post_rate_stats_audit_posts_total",
+                "Posts the stats audit compared with PostgreSQL.",
+            ),
+            audit_drift: counter(
+                r,
+                "post_rate_stats_audit_drift_total",
+                "Posts the audit found different from PostgreSQL with no event in flight.",
+            ),
+            events_unfollowed: counter(
+                r,
+                "post_rate_events_unfollowed_total",
+                "Events skipped because their post's stats did not follow on; the post is repaired.",
+            ),
+            task_restarts,
+            outbox_oldest_age,
+        }
+    }
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
@@ -136,7 +229,7 @@ impl Metrics {
             events_gap: counter(
                 r,
                 "post_rate_events_gap_total",
-                "Events skipped because an earlier one was missing; the relay delivers them again.",
+                "Events skipped because earlier ones of their partition are missing; the partition is repaired.",
             ),
             cache_hits: counter(
                 r,
@@ -156,6 +249,7 @@ impl Metrics {
             consumer_batch_size,
             event_lag,
             outbox_pending,
+            heal: HealMetrics::new(r),
             registry,
         }
     }
@@ -169,6 +263,7 @@ impl Metrics {
         self.events_applied.inc_by(report.applied);
         self.events_duplicate.inc_by(report.duplicates);
         self.events_gap.inc_by(report.gaps);
+        self.heal.events_unfollowed.inc_by(report.unfollowed);
         let now_ms = chrono::Utc::now().timestamp_millis();
         for e in events {
             self.event_lag

@@ -1,38 +1,23 @@
 //! `post-rate reconcile`: recompute every post's stats from `ratings` and repair Redis,
 //! without double counting events that are in flight while it runs.
 //!
-//! How: it pauses the relay's stamping (the `STAMP` advisory lock), takes one snapshot of
-//! `ratings`, of the outbox rows not stamped yet and of the last sequence per partition,
-//! then writes `totals - unstamped` per post and raises each partition fence to its last
-//! sequence. Events stamped before the snapshot are in the totals and the raised fence makes
-//! the consumer skip them; events not yet stamped were subtracted and will be applied once;
-//! nothing can be stamped until it is done.
+//! It is the repair of every partition at once (see `crate::repair`), run by hand: it pauses
+//! the relay's stamping (the stamp lock), takes one snapshot of what `ratings` implies minus
+//! the outbox rows not stamped yet, with each post's version and each partition's last
+//! sequence, and writes those stats, versions and fences. Events stamped before the snapshot
+//! are in the totals and are skipped when they arrive; events stamped after it follow on.
+//! The service does this by itself for what it finds lost; the command stays for operators
+//! (and `--dry-run` reports the drift without changing anything).
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use diesel_async::RunQueryDsl;
-
 use crate::config::Settings;
-use crate::db::{self, locks, outbox, ratings, DbError};
-use crate::stats::{PostStats, StatsError, StatsStore};
+use crate::db::snapshot::{self, Scope};
+use crate::db::{outbox, DbError};
+use crate::repair::rebuild::{self, RepairError};
+use crate::stats::{StatsError, StatsStore};
 
-/// Posts written per Redis script call: short enough not to stall other clients.
-const CHUNK: usize = 1000;
-
-#[derive(Debug, thiserror::Error)]
-pub enum ReconcileError {
-    #[error(transparent)]
-    Db(#[from] DbError),
-    #[error(transparent)]
-    Stats(#[from] StatsError),
-}
-
-impl From<diesel::result::Error> for ReconcileError {
-    fn from(e: diesel::result::Error) -> Self {
-        ReconcileError::Db(e.into())
-    }
-}
+pub use crate::repair::rebuild::RepairError as ReconcileError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Report {
@@ -72,73 +57,30 @@ pub async fn run(
     store: &StatsStore,
     dry_run: bool,
     wait: Duration,
-) -> Result<Report, ReconcileError> {
+) -> Result<Report, RepairError> {
     let started = Instant::now();
-    let mut conn = db::connect(&settings.database_url, settings.database_timeout).await?;
-    // The aggregate over every rating can take longer than an API statement may.
-    diesel::sql_query("SET statement_timeout = 0")
-        .execute(&mut conn)
-        .await?;
-    diesel::sql_query(format!("SELECT pg_advisory_lock({})", locks::STAMP))
-        .execute(&mut conn)
-        .await?;
-    let result = reconcile_locked(&mut conn, store, dry_run, wait).await;
-    let unlock = diesel::sql_query(format!("SELECT pg_advisory_unlock({})", locks::STAMP))
-        .execute(&mut conn)
-        .await;
-    let (posts, drifted, lagging_partitions) = result?;
-    unlock?;
-    Ok(Report {
-        posts,
-        drifted,
-        lagging_partitions,
-        dry_run,
-        elapsed: started.elapsed(),
-    })
-}
-
-async fn reconcile_locked(
-    conn: &mut diesel_async::AsyncPgConnection,
-    store: &StatsStore,
-    dry_run: bool,
-    wait: Duration,
-) -> Result<(usize, u64, Vec<i32>), ReconcileError> {
-    let (totals, unstamped, last) = conn
+    let mut conn =
+        rebuild::locked_connection(&settings.database_url, settings.database_timeout).await?;
+    let (targets, last) = conn
         .build_transaction()
         .repeatable_read()
         .read_only()
         .run(async |c| {
-            let totals = ratings::totals(c).await?;
-            let unstamped = outbox::unstamped_totals(c).await?;
+            let targets = snapshot::targets(c, Scope::All).await?;
             let last = outbox::last_seqs(c).await?;
-            Ok::<_, DbError>((totals, unstamped, last))
+            Ok::<_, DbError>((targets, last))
         })
         .await?;
     let lagging = wait_for_consumer(store, &last, wait).await?;
-    let pending: HashMap<i64, [i64; 10]> = unstamped
-        .into_iter()
-        .filter_map(|t| Some((t.post_id, <[i64; 10]>::try_from(t.values).ok()?)))
-        .collect();
-    let targets: Vec<(i64, PostStats)> = totals
-        .into_iter()
-        .map(|t| {
-            let mut v = <[i64; 10]>::try_from(t.values).unwrap_or([0; 10]);
-            if let Some(p) = pending.get(&t.post_id) {
-                for (a, b) in v.iter_mut().zip(p) {
-                    *a -= b;
-                }
-            }
-            (t.post_id, PostStats::from_array(v))
-        })
-        .collect();
-    let mut drifted = 0;
-    for chunk in targets.chunks(CHUNK) {
-        drifted += store.reconcile_chunk(chunk, &last, dry_run).await?;
-    }
-    if targets.is_empty() && !dry_run {
-        store.reconcile_chunk(&[], &last, false).await?;
-    }
-    Ok((targets.len(), drifted, lagging))
+    let drifted = rebuild::write(store, &targets, &last, dry_run).await?;
+    snapshot::unlock_stamping(&mut conn).await?;
+    Ok(Report {
+        posts: targets.len(),
+        drifted,
+        lagging_partitions: lagging,
+        dry_run,
+        elapsed: started.elapsed(),
+    })
 }
 
 /// Waits (up to `wait`) until every partition's fence reaches the last stamped sequence, so

@@ -1,7 +1,12 @@
-//! Wiring: builds the state, runs the HTTP API, the relay and the consumer side by side on
-//! one Tokio runtime, and shuts them down in order on SIGINT/SIGTERM.
+//! Wiring: builds the state, runs the HTTP API, the relay, the consumer and the stats repair
+//! side by side on one Tokio runtime, supervises the background tasks, and shuts them down in
+//! order on SIGINT/SIGTERM.
 
+mod supervise;
+
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use actix_web::dev::ServerHandle;
@@ -23,9 +28,14 @@ use crate::events::relay::{KafkaSink, Relay, Sink};
 use crate::limits::RateLimits;
 use crate::metrics::Metrics;
 use crate::readiness::Readiness;
+use crate::repair::audit::Auditor;
+use crate::repair::{PipelineHealth, Repairer};
 use crate::stats::burst::BurstDetector;
 use crate::stats::{StatsCache, StatsStore};
 use crate::worker::{PerWorker, Slots};
+
+/// A background task's body, as its supervisor starts it.
+type TaskFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 pub struct AppState {
     pub settings: Settings,
@@ -48,6 +58,8 @@ pub struct AppState {
     pub passwords: HashPool,
     /// The stats consumer's counters, when this instance runs one.
     pub consumer_stats: Option<Arc<ConsumerStats>>,
+    /// The event pipeline as the store check last saw it.
+    pub pipeline: Arc<PipelineHealth>,
 }
 
 impl AppState {
@@ -135,6 +147,20 @@ impl Running {
     }
 }
 
+/// Logs a warning when Redis may evict keys that have no TTL: the stats hashes and fences.
+/// The service repairs what is evicted, but each eviction costs a rebuild.
+async fn warn_if_redis_evicts(store: StatsStore) {
+    match store.eviction_policy().await {
+        Ok(Some(policy)) if policy.starts_with("allkeys-") => log::warn!(
+            "Redis maxmemory-policy is {policy}: it can evict the stats hashes and fences, \
+             which have no TTL. The service rebuilds what is evicted from PostgreSQL, but set \
+             noeviction or a volatile-* policy, or give Redis enough memory"
+        ),
+        Ok(_) => {}
+        Err(e) => log::debug!("cannot read Redis maxmemory-policy: {e}"),
+    }
+}
+
 /// Prepares the database, builds the state and starts every part the settings ask for.
 pub async fn start(settings: Settings) -> Result<Running, StartError> {
     if settings.jwt_secret_generated {
@@ -153,15 +179,28 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         settings.redis_timeout,
         settings.http_workers,
     )?;
+    tokio::spawn(warn_if_redis_evicts(store.clone()));
     let metrics = Arc::new(Metrics::default());
     let shutdown = CancellationToken::new();
     let mut workers = Vec::new();
     let kafka = settings.kafka_brokers.clone();
     let mut consumer_stats = None;
+    let spawn = |task: &'static str, start: Box<dyn FnMut() -> TaskFuture + Send>| {
+        supervise::supervise(task, metrics.clone(), shutdown.clone(), start)
+    };
     if let (true, Some(brokers)) = (settings.run_consumer, &kafka) {
-        let consumer = StatsConsumer::new(&settings, brokers, store.clone(), metrics.clone());
+        let consumer = Arc::new(StatsConsumer::new(
+            &settings,
+            brokers,
+            store.clone(),
+            metrics.clone(),
+        ));
         consumer_stats = Some(consumer.stats());
-        workers.push(tokio::spawn(consumer.run(shutdown.clone())));
+        let stop = shutdown.clone();
+        workers.push(spawn(
+            "consumer",
+            Box::new(move || Box::pin(consumer.clone().run(stop.clone()))),
+        ));
     }
     if settings.run_relay {
         let sink = match &kafka {
@@ -170,7 +209,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
             ),
             None => Sink::Embedded(store.clone()),
         };
-        let relay = Relay {
+        let relay = Arc::new(Relay {
             database_url: settings.database_url.clone(),
             timeout: settings.database_timeout,
             partitions: settings.kafka_partitions,
@@ -178,8 +217,13 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
             poll: settings.relay_poll,
             sink,
             metrics: metrics.clone(),
-        };
-        workers.push(tokio::spawn(relay.run(shutdown.clone())));
+            max_failures: settings.heal.relay_max_failures,
+        });
+        let stop = shutdown.clone();
+        workers.push(spawn(
+            "relay",
+            Box::new(move || Box::pin(relay.clone().run(stop.clone()))),
+        ));
     }
     let limits = Arc::new(RateLimits::new(
         settings.rate_limit_writes_per_min,
@@ -205,14 +249,45 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         settings.password_hash_queue,
         metrics.passwords_shed.clone(),
     );
+    let stats = StatsCache::new(
+        store.clone(),
+        settings.stats_cache_ttl,
+        settings.stats_cache_capacity,
+        metrics.cache_hits.clone(),
+        metrics.cache_misses.clone(),
+    );
+    let pipeline = Arc::new(PipelineHealth::default());
+    let repairer = Arc::new(Repairer {
+        store: store.clone(),
+        cache: stats.clone(),
+        database_url: settings.database_url.clone(),
+        timeout: settings.database_timeout,
+        partitions: settings.kafka_partitions,
+        grace: settings.heal.grace,
+        metrics: metrics.clone(),
+        health: pipeline.clone(),
+    });
+    let stop = shutdown.clone();
+    workers.push(spawn(
+        "repair",
+        Box::new(move || Box::pin(repairer.clone().run(stop.clone()))),
+    ));
+    let auditor = Arc::new(Auditor {
+        store,
+        database_url: settings.database_url.clone(),
+        timeout: settings.database_timeout,
+        interval: settings.heal.audit_interval,
+        full_interval: settings.heal.audit_full_interval,
+        grace: settings.heal.grace,
+        metrics: metrics.clone(),
+    });
+    let stop = shutdown.clone();
+    workers.push(spawn(
+        "audit",
+        Box::new(move || Box::pin(auditor.clone().run(stop.clone()))),
+    ));
     let state = web::Data::new(AppState {
-        stats: StatsCache::new(
-            store,
-            settings.stats_cache_ttl,
-            settings.stats_cache_capacity,
-            metrics.cache_hits.clone(),
-            metrics.cache_misses.clone(),
-        ),
+        stats,
         burst: BurstDetector::new(settings.burst),
         tokens: TokenKeys::new(&settings.jwt_secret, settings.token_ttl_secs),
         cursors: CursorCodec::new(&settings.jwt_secret),
@@ -224,6 +299,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         readiness,
         passwords,
         consumer_stats,
+        pipeline,
         settings,
     });
     let app_state = state.clone();

@@ -6,6 +6,7 @@ pub mod posts;
 pub mod ratings;
 #[rustfmt::skip]
 pub mod schema;
+pub mod snapshot;
 pub mod users;
 
 use std::time::Duration;
@@ -33,8 +34,29 @@ pub mod locks {
     pub const MIGRATE: i64 = 0x706f_7374_5f72_0001;
     /// Held for its whole session by the one relay that leads.
     pub const RELAY_LEADER: i64 = 0x706f_7374_5f72_0002;
-    /// Taken by every stamping transaction and held by `reconcile` while it snapshots.
+    /// Taken by every stamping transaction and held by a repair while it snapshots and writes.
     pub const STAMP: i64 = 0x706f_7374_5f72_0003;
+    /// Held for its whole session by the one instance that audits the stats.
+    pub const AUDIT: i64 = 0x706f_7374_5f72_0004;
+
+    /// Takes `key` for the life of this connection's session, without waiting; false when
+    /// another session holds it.
+    pub async fn try_hold(
+        conn: &mut diesel_async::AsyncPgConnection,
+        key: i64,
+    ) -> super::DbResult<bool> {
+        use diesel_async::RunQueryDsl;
+        #[derive(diesel::QueryableByName)]
+        struct Locked {
+            #[diesel(sql_type = diesel::sql_types::Bool)]
+            locked: bool,
+        }
+        let row: Locked = diesel::sql_query("SELECT pg_try_advisory_lock($1) AS locked")
+            .bind::<diesel::sql_types::BigInt, _>(key)
+            .get_result(conn)
+            .await?;
+        Ok(row.locked)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -8,7 +8,6 @@ use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Binary, Int2, Int4, Nullable};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
-use super::ratings::PostTotals;
 use super::{locks, Count, DbResult};
 use crate::events::wire::{RatingEvent, StatsDelta};
 
@@ -60,11 +59,12 @@ impl Row {
         }
     }
 
-    fn event(&self, partition: i32, seq: i64) -> RatingEvent {
+    fn event(&self, partition: i32, seq: i64, version: i64) -> RatingEvent {
         RatingEvent {
             partition,
             seq,
             post_id: self.post_id,
+            version,
             committed_ms: self.created_at.timestamp_millis(),
             delta: self.delta(),
         }
@@ -79,16 +79,7 @@ pub fn partition_of(post_id: i64, partitions: i32) -> i32 {
 
 /// Takes the relay lead for the life of this connection; false when another relay leads.
 pub async fn try_lead(conn: &mut AsyncPgConnection) -> DbResult<bool> {
-    #[derive(QueryableByName)]
-    struct Locked {
-        #[diesel(sql_type = diesel::sql_types::Bool)]
-        locked: bool,
-    }
-    let row: Locked = diesel::sql_query("SELECT pg_try_advisory_lock($1) AS locked")
-        .bind::<BigInt, _>(locks::RELAY_LEADER)
-        .get_result(conn)
-        .await?;
-    Ok(row.locked)
+    locks::try_hold(conn, locks::RELAY_LEADER).await
 }
 
 #[derive(QueryableByName)]
@@ -116,8 +107,9 @@ pub async fn pending_batches(conn: &mut AsyncPgConnection) -> DbResult<Vec<Batch
 }
 
 /// Stamps up to `limit` outbox events, oldest first: moves them into one `relay_batches`
-/// row with the next sequence numbers of their partitions, persisted before anything is
-/// published. The transaction takes the `STAMP` lock so `reconcile` can pause stamping.
+/// row with the next sequence numbers of their partitions and the next versions of their
+/// posts, persisted before anything is published. The transaction takes the `STAMP` lock
+/// so that a repair can pause stamping while it snapshots and writes.
 pub async fn stamp(
     conn: &mut AsyncPgConnection,
     partitions: i32,
@@ -142,13 +134,16 @@ pub async fn stamp(
         }
         rows.sort_unstable_by_key(|r| r.id);
         let mut last: HashMap<i32, i64> = last_seqs(conn).await?.into_iter().collect();
+        let mut next_version = bump_versions(conn, &rows).await?;
         let mut events: Vec<RatingEvent> = rows
             .iter()
             .map(|r| {
                 let part = partition_of(r.post_id, partitions);
                 let seq = last.entry(part).or_insert(0);
                 *seq += 1;
-                r.event(part, *seq)
+                let version = next_version.entry(r.post_id).or_insert(1);
+                *version += 1;
+                r.event(part, *seq, *version - 1)
             })
             .collect();
         // Grouped by partition, in sequence order: the order of delivery.
@@ -177,6 +172,43 @@ pub async fn stamp(
     .await
 }
 
+#[derive(QueryableByName)]
+struct PostVersion {
+    #[diesel(sql_type = BigInt)]
+    post_id: i64,
+    #[diesel(sql_type = BigInt)]
+    version: i64,
+}
+
+/// Raises each post's version by its number of events in `rows`; returns the version its
+/// first event in `rows` gets.
+async fn bump_versions(conn: &mut AsyncPgConnection, rows: &[Row]) -> DbResult<HashMap<i64, i64>> {
+    let mut counts: HashMap<i64, i64> = HashMap::new();
+    for r in rows {
+        *counts.entry(r.post_id).or_insert(0) += 1;
+    }
+    let mut per_post: Vec<(i64, i64)> = counts.iter().map(|(&p, &n)| (p, n)).collect();
+    per_post.sort_unstable();
+    let (ids, ns): (Vec<i64>, Vec<i64>) = per_post.into_iter().unzip();
+    let bumped: Vec<PostVersion> = diesel::sql_query(
+        "INSERT INTO post_versions AS pv (post_id, version)
+         SELECT * FROM unnest($1::bigint[], $2::bigint[])
+         ON CONFLICT (post_id) DO UPDATE SET version = pv.version + EXCLUDED.version
+         RETURNING post_id, version",
+    )
+    .bind::<Array<BigInt>, _>(&ids)
+    .bind::<Array<BigInt>, _>(&ns)
+    .load(conn)
+    .await?;
+    Ok(bumped
+        .into_iter()
+        .map(|b| {
+            let n = counts.get(&b.post_id).copied().unwrap_or(0);
+            (b.post_id, b.version - n + 1)
+        })
+        .collect())
+}
+
 /// Deletes a batch the sink has acknowledged.
 pub async fn delete_batch(conn: &mut AsyncPgConnection, id: i64) -> DbResult<()> {
     diesel::sql_query("DELETE FROM relay_batches WHERE id = $1")
@@ -203,21 +235,39 @@ pub async fn pending(conn: &mut AsyncPgConnection) -> DbResult<i64> {
     Ok(c.n)
 }
 
-/// Per-post sums of the deltas of events not stamped yet (still in the outbox): already part of `ratings`, still
-/// to be applied to Redis. Same value layout as [`PostTotals`].
-pub async fn unstamped_totals(conn: &mut AsyncPgConnection) -> DbResult<Vec<PostTotals>> {
-    Ok(diesel::sql_query(
-        "SELECT post_id, ARRAY[
-             sum(d_count), sum(d_score_sum),
-             sum((bucket_in IS NOT DISTINCT FROM 0)::int - (bucket_out IS NOT DISTINCT FROM 0)::int),
-             sum((bucket_in IS NOT DISTINCT FROM 1)::int - (bucket_out IS NOT DISTINCT FROM 1)::int),
-             sum((bucket_in IS NOT DISTINCT FROM 2)::int - (bucket_out IS NOT DISTINCT FROM 2)::int),
-             sum((bucket_in IS NOT DISTINCT FROM 3)::int - (bucket_out IS NOT DISTINCT FROM 3)::int),
-             sum((bucket_in IS NOT DISTINCT FROM 4)::int - (bucket_out IS NOT DISTINCT FROM 4)::int),
-             sum((bucket_in IS NOT DISTINCT FROM 5)::int - (bucket_out IS NOT DISTINCT FROM 5)::int),
-             sum(d_weight_sum), sum(d_weighted_sum)]::bigint[] AS values
-         FROM rating_events GROUP BY post_id",
+/// Age in seconds of the oldest event not delivered yet (outbox or stamped batch), 0 when
+/// there is none. Both reads use the primary key's order: the lowest id is the oldest.
+pub async fn oldest_pending_age(conn: &mut AsyncPgConnection) -> DbResult<f64> {
+    #[derive(QueryableByName)]
+    struct Age {
+        #[diesel(sql_type = diesel::sql_types::Double)]
+        secs: f64,
+    }
+    let age: Age = diesel::sql_query(
+        "SELECT COALESCE(EXTRACT(EPOCH FROM now() - LEAST(
+             (SELECT created_at FROM rating_events ORDER BY id LIMIT 1),
+             (SELECT created_at FROM relay_batches ORDER BY id LIMIT 1)))::float8, 0) AS secs",
     )
-    .load(conn)
-    .await?)
+    .get_result(conn)
+    .await?;
+    Ok(age.secs.max(0.0))
+}
+
+/// Whether some session, in any instance, holds the relay lead.
+pub async fn relay_leader_exists(conn: &mut AsyncPgConnection) -> DbResult<bool> {
+    #[derive(QueryableByName)]
+    struct Held {
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        held: bool,
+    }
+    // A bigint advisory key is stored as two 32-bit halves, with objsubid 1.
+    let held: Held = diesel::sql_query(
+        "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted
+             AND objsubid = 1 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+             AND classid::bigint = ($1 >> 32) AND objid::bigint = ($1 & 4294967295)) AS held",
+    )
+    .bind::<BigInt, _>(locks::RELAY_LEADER)
+    .get_result(conn)
+    .await?;
+    Ok(held.held)
 }

@@ -11,6 +11,13 @@ diesel::table! {
 }
 
 diesel::table! {
+    post_versions (post_id) {
+        post_id -> Int8,
+        version -> Int8,
+    }
+}
+
+diesel::table! {
     rating_events (id) {
         id -> Int8,
         post_id -> Int8,
@@ -67,6 +74,7 @@ diesel::joinable!(ratings -> posts (post_id));
 diesel::joinable!(ratings -> users (user_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
+    post_versions,
     posts,
     rating_events,
     ratings,

@@ -45,7 +45,7 @@ impl StatsConsumer {
     }
 
     /// Consumes until `shutdown`, then commits what was applied.
-    pub async fn run(self, shutdown: CancellationToken) {
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let mut backoff = Duration::from_millis(200);
         while !shutdown.is_cancelled() {
             // Subscribing to a topic the broker does not have would wait for nothing.

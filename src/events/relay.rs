@@ -1,7 +1,9 @@
 //! The outbox relay: one leader at a time (a session advisory lock on its own connection)
-//! stamps outbox rows with gap-free per-partition sequences, hands them to the sink, waits
-//! for the sink to acknowledge, then deletes them. A crashed leader's stamped rows are
-//! delivered again, in order, by the next; the stats store's fence drops the duplicates.
+//! stamps outbox rows with gap-free per-partition sequences and per-post versions, hands
+//! them to the sink, waits for the sink to acknowledge, then deletes them. A crashed
+//! leader's stamped rows are delivered again, in order, by the next; the stats store's fence
+//! drops the duplicates. A leader that fails to deliver `RELAY_MAX_FAILURES` times in a row
+//! steps down for a while, so that an instance that can deliver takes the lead.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -94,14 +96,19 @@ pub struct Relay {
     pub poll: Duration,
     pub sink: Sink,
     pub metrics: Arc<Metrics>,
+    /// Failed deliveries of one batch in a row before the leader steps down.
+    pub max_failures: u32,
 }
 
 /// How long a stopping relay keeps delivering what is already committed.
 const DRAIN: Duration = Duration::from_secs(5);
+/// How long a leader that stepped down waits before it tries to lead again: longer than a
+/// follower waits between its tries, so another instance gets the lead first.
+const STEP_DOWN: Duration = Duration::from_secs(5);
 
 impl Relay {
     /// Runs until `shutdown`, then delivers what the outbox holds (for up to 5 s) and stops.
-    pub async fn run(self, shutdown: CancellationToken) {
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let mut backoff = Duration::from_millis(100);
         let drain = CancellationToken::new();
         let stop = {
@@ -118,6 +125,13 @@ impl Relay {
             match self.lead(&shutdown, &drain).await {
                 Ok(Lead::Done) => return,
                 Ok(Lead::Follower) => backoff = Duration::from_secs(1),
+                Ok(Lead::SteppedDown) => {
+                    log::warn!(
+                        "relay: {} deliveries failed in a row; giving up the lead for {STEP_DOWN:?}",
+                        self.max_failures
+                    );
+                    backoff = STEP_DOWN;
+                }
                 Err(e) => {
                     self.metrics.relay_errors.inc();
                     log::warn!("relay: {e}; retrying in {backoff:?}");
@@ -149,8 +163,10 @@ impl Relay {
                 "relay: delivering {} events stamped by an earlier leader",
                 batch.events.len()
             );
-            if !self.deliver(&mut conn, &batch, drain).await? {
-                return Ok(Lead::Done);
+            match self.deliver(&mut conn, &batch, drain).await? {
+                Delivered::Yes => {}
+                Delivered::Draining => return Ok(Lead::Done),
+                Delivered::Failing => return Ok(Lead::SteppedDown),
             }
         }
         loop {
@@ -165,8 +181,10 @@ impl Relay {
                 }
                 continue;
             };
-            if !self.deliver(&mut conn, &batch, drain).await? {
-                return Ok(Lead::Done);
+            match self.deliver(&mut conn, &batch, drain).await? {
+                Delivered::Yes => {}
+                Delivered::Draining => return Ok(Lead::Done),
+                Delivered::Failing => return Ok(Lead::SteppedDown),
             }
             // A full batch means more are waiting: go on at once.
             let full = batch.events.len() as i64 == self.batch_size;
@@ -180,26 +198,32 @@ impl Relay {
     }
 
     /// Delivers one stamped batch, retrying the whole batch until the sink takes it, then
-    /// deletes it. False when the drain deadline passed first (the batch stays stamped).
+    /// deletes it. The batch stays stamped when the drain deadline passes first, or when
+    /// `max_failures` attempts in a row failed (for the next leader to deliver).
     async fn deliver(
         &self,
         conn: &mut AsyncPgConnection,
         batch: &outbox::Batch,
         drain: &CancellationToken,
-    ) -> Result<bool, DbError> {
+    ) -> Result<Delivered, DbError> {
         let mut backoff = Duration::from_millis(50);
+        let mut failures = 0;
         loop {
             match self.sink.deliver(&batch.events, &self.metrics).await {
                 Ok(()) => break,
                 Err(e) => {
                     self.metrics.relay_errors.inc();
+                    failures += 1;
                     log::warn!(
-                        "relay: delivery of {} events failed: {e}",
+                        "relay: delivery of {} events failed ({failures} in a row): {e}",
                         batch.events.len()
                     );
+                    if failures >= self.max_failures {
+                        return Ok(Delivered::Failing);
+                    }
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
-                        _ = drain.cancelled() => return Ok(false),
+                        _ = drain.cancelled() => return Ok(Delivered::Draining),
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(2));
                 }
@@ -209,7 +233,7 @@ impl Relay {
         self.metrics
             .relay_published
             .inc_by(batch.events.len() as u64);
-        Ok(true)
+        Ok(Delivered::Yes)
     }
 }
 
@@ -218,4 +242,14 @@ enum Lead {
     Follower,
     /// Shut down after draining.
     Done,
+    /// Gave up the lead after failing to deliver.
+    SteppedDown,
+}
+
+enum Delivered {
+    Yes,
+    /// The drain deadline passed.
+    Draining,
+    /// Too many failures in a row.
+    Failing,
 }

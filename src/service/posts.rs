@@ -130,10 +130,16 @@ pub async fn list(
 }
 
 /// The stats of `ids` (cache, then one Redis round trip for the misses), or `None` when
-/// Redis cannot be reached: the posts are still served, without stats.
+/// Redis cannot be reached: the posts are still served, without stats. A post whose stored
+/// stats are impossible is left out, so it too is served without stats until repaired.
 async fn stats_of(state: &AppState, ids: &[i64]) -> Option<HashMap<i64, PostStats>> {
     match state.stats.get_many(ids).await {
-        Ok(stats) => Some(stats),
+        Ok(stats) => Some(
+            stats
+                .into_iter()
+                .filter_map(|(id, s)| Some((id, s?)))
+                .collect(),
+        ),
         Err(e) => {
             log::warn!("stats unavailable, answering without them: {e}");
             state.metrics.redis_errors.inc();

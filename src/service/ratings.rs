@@ -9,6 +9,7 @@ use crate::db;
 use crate::db::ratings::{Noop, StoredRating, Withdrawn};
 use crate::error::ApiError;
 use crate::server::AppState;
+use crate::stats::burst::{Arrival, BurstKeys};
 
 pub struct Rated {
     pub post_id: i64,
@@ -29,7 +30,8 @@ impl From<StoredRating> for Rated {
 /// Sets the caller's score for a post. The burst weight costs one Redis round trip (full
 /// weight when Redis is down); the rating and its outbox row are one SQL statement. An
 /// unknown post or the caller's own is refused first, so a refused request leaves no trace,
-/// not even in the post's burst baseline.
+/// not even in the post's burst baseline; a write that turns out to be a no-op (an unchanged
+/// score) takes its arrival back with a second round trip (`stats::burst`).
 pub async fn rate(
     state: &AppState,
     user: &AuthUser,
@@ -47,16 +49,24 @@ pub async fn rate(
         }
         Some(_) => {}
     }
-    let weight = burst_weight(state, post_id).await;
+    let arrival = burst_arrival(state, post_id, user.id).await;
+    let weight = arrival.map_or(1000, |a| a.weight_milli);
     // Taken only now: no pooled connection waits on the Redis round trip above.
     let mut conn = state.db().await?;
     // Two passes at most: the second only if the rating was withdrawn between statements.
     for _ in 0..2 {
         if let Some(r) = db::ratings::upsert(&mut conn, post_id, user.id, score, weight).await? {
             state.metrics.ratings_written.inc();
+            if weight < 1000 {
+                state.metrics.burst_damped.inc();
+            }
             return Ok(Rated::from(r));
         }
-        match db::ratings::explain_noop(&mut conn, post_id, user.id).await? {
+        let noop = db::ratings::explain_noop(&mut conn, post_id, user.id).await?;
+        if !matches!(noop, Noop::Raced) {
+            undo_arrival(state, post_id, user.id, arrival).await;
+        }
+        match noop {
             Noop::Raced => continue,
             noop => return refusal(noop),
         }
@@ -91,31 +101,60 @@ async fn author_of(state: &AppState, post_id: i64) -> Result<Option<i64>, ApiErr
     Ok(author)
 }
 
-/// The weight of a new rating in thousandths; full weight, logged and counted, when Redis
-/// cannot say.
-async fn burst_weight(state: &AppState, post_id: i64) -> i32 {
+fn burst_keys(state: &AppState, post_id: i64) -> BurstKeys {
+    let store = state.stats.store();
+    BurstKeys {
+        state: store.burst_key(post_id),
+        raters: store.burst_raters_key(post_id),
+    }
+}
+
+/// Records the caller's call in the post's burst detector and returns its weight; `None`
+/// (full weight, logged and counted) when Redis cannot say.
+async fn burst_arrival(state: &AppState, post_id: i64, user_id: i64) -> Option<Arrival> {
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
-    let key = state.stats.store().burst_key(post_id);
+    let keys = burst_keys(state, post_id);
     let burst = &state.burst;
     let result = state
         .stats
         .store()
-        .with_conn(|mut conn| async move { Ok(burst.weight(&mut conn, &key, now_ms).await?) })
+        .with_conn(
+            |mut conn| async move { Ok(burst.weight(&mut conn, &keys, user_id, now_ms).await?) },
+        )
         .await;
     match result {
-        Ok(w) => {
-            if w < 1000 {
-                state.metrics.burst_damped.inc();
-            }
-            w.clamp(0, 1000)
-        }
+        Ok(a) => Some(Arrival {
+            weight_milli: a.weight_milli.clamp(0, 1000),
+            ..a
+        }),
         Err(e) => {
             log::warn!("burst weight unavailable, using full weight: {e}");
             state.metrics.redis_errors.inc();
-            1000
+            None
         }
+    }
+}
+
+/// Takes back a recorded call whose write was a no-op, so an unchanged score counts nothing.
+/// A failure only leaves one arrival too many in one bucket: logged and counted.
+async fn undo_arrival(state: &AppState, post_id: i64, user_id: i64, arrival: Option<Arrival>) {
+    let Some(arrival) = arrival else { return };
+    let keys = burst_keys(state, post_id);
+    let burst = &state.burst;
+    let result = state
+        .stats
+        .store()
+        .with_conn(|mut conn| async move {
+            Ok(burst
+                .undo(&mut conn, &keys, user_id, arrival.bucket)
+                .await?)
+        })
+        .await;
+    if let Err(e) = result {
+        log::warn!("burst arrival of a no-op rating not taken back: {e}");
+        state.metrics.redis_errors.inc();
     }
 }
 

@@ -1,6 +1,8 @@
 //! Tests of the simulate subcommand: pattern syntax, the per-bucket table, the printed output.
 
+use super::scenario::{parse_pattern, Arrivals, Scores, Segment, SPAMMER};
 use super::*;
+use crate::stats::burst::Rater;
 
 fn args(scenario: Scenario, pattern: Option<&str>) -> SimulateArgs {
     SimulateArgs {
@@ -26,25 +28,21 @@ fn output(a: &SimulateArgs) -> io::Result<String> {
 fn pattern_syntax() {
     let cfg = BurstConfig::default();
     let segs = parse_pattern("60x5, 2x2500@0,3x0", &cfg).map_err(|e| e.to_string());
-    let even = |count, buckets: i64| Arrivals::Even {
-        count,
-        duration_ms: buckets * 60_000,
+    let even = |count, buckets: i64, scores| Segment {
+        arrivals: Arrivals::Even {
+            count,
+            duration_ms: buckets * 60_000,
+        },
+        scores,
+        rater: None,
+        alongside: false,
     };
     assert_eq!(
         segs,
         Ok(vec![
-            Segment {
-                arrivals: even(300, 60),
-                score: None
-            },
-            Segment {
-                arrivals: even(5000, 2),
-                score: Some(0)
-            },
-            Segment {
-                arrivals: even(0, 3),
-                score: None
-            },
+            even(300, 60, Scores::Organic),
+            even(5000, 2, Scores::Fixed(0)),
+            even(0, 3, Scores::Organic),
         ])
     );
     for bad in [
@@ -121,40 +119,30 @@ fn bomb_output_is_a_short_readable_table() -> io::Result<()> {
     let text = output(&args(Scenario::Bomb, None))?;
     let lines: Vec<&str> = text.lines().collect();
     assert!(
-        lines[0].starts_with("burst simulation: B=60s H=30 buckets k=3 floor=10, 15000 ratings"),
+        lines[0].starts_with("burst simulation: B=60s H=30 buckets k=3 floor=10, 15000 calls (15000 ratings written)"),
         "{}",
         lines[0]
     );
-    assert_eq!(
-        lines[1].split_whitespace().collect::<Vec<_>>(),
-        [
-            "bucket",
-            "time",
-            "arrivals",
-            "max_x_est",
-            "UCL",
-            "mean_w",
-            "raw_avg",
-            "damped_avg"
-        ]
-    );
+    let columns: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(columns, COLUMNS.map(|(c, _)| c));
+    assert_eq!(columns[2..4], ["requests", "arrivals"]);
     assert!(lines.len() < 60, "{} lines", lines.len());
     // Both bomb buckets are shown, with 2,500 arrivals each.
     let bomb_rows = lines
         .iter()
-        .filter(|l| l.split_whitespace().nth(2) == Some("2500"))
+        .filter(|l| l.split_whitespace().nth(3) == Some("2500"))
         .count();
     assert_eq!(bomb_rows, 2, "{text}");
     // The second bomb bucket is judged by its arrivals plus the first one's still in the window.
     assert!(
         lines
             .iter()
-            .any(|l| l.split_whitespace().nth(3) == Some("2501.0")),
+            .any(|l| l.split_whitespace().nth(4) == Some("2501.0")),
         "{text}"
     );
     assert!(lines
         .last()
-        .is_some_and(|l| l.contains("% of ratings fell in damped buckets")));
+        .is_some_and(|l| l.contains("% of written ratings fell in damped buckets")));
     // Same seed, same table; another seed, another one.
     assert_eq!(output(&args(Scenario::Bomb, None))?, text);
     let mut other = args(Scenario::Bomb, None);
@@ -170,18 +158,18 @@ fn overrides_and_bad_input() -> io::Result<()> {
     let text = output(&a)?;
     assert!(
         text.starts_with(
-            "burst simulation: B=1s H=30 buckets k=3 floor=2, 52 ratings in 4 buckets"
+            "burst simulation: B=1s H=30 buckets k=3 floor=2, 52 calls (52 ratings written) in 4 buckets"
         ),
         "{text}"
     );
     assert_eq!(text.lines().count(), 2 + 4 + 1);
-    // Columns: bucket, time, arrivals, max_x_est: at the 40th rating, 39/40 of the bucket has
+    // Columns: bucket, time, requests, arrivals, max_x_est: at the 40th rating, 39/40 of the bucket has
     // passed and 1/40 of the bucket before's 4 ratings is still in the window.
     let row3: Vec<&str> = text
         .lines()
         .nth(5)
         .map_or(vec![], |l| l.split_whitespace().collect());
-    assert_eq!(row3[2..4], ["40", "40.1"], "{text}");
+    assert_eq!(row3[2..5], ["40", "40", "40.1"], "{text}");
     let mut idle = args(Scenario::Custom, Some("1x4,1x0,1x4"));
     idle.every = 1;
     let text = output(&idle)?;
@@ -189,7 +177,7 @@ fn overrides_and_bad_input() -> io::Result<()> {
         .lines()
         .nth(3)
         .map_or(vec![], |l| l.split_whitespace().collect());
-    assert_eq!(idle_row[2..4], ["0", "-"], "{text}");
+    assert_eq!(idle_row[2..5], ["0", "0", "-"], "{text}");
     a.floor = Some(0.0);
     assert_eq!(
         output(&a).map_err(|e| e.kind()),
@@ -202,6 +190,51 @@ fn overrides_and_bad_input() -> io::Result<()> {
     assert_eq!(
         output(&steady).map_err(|e| e.kind()),
         Err(io::ErrorKind::InvalidInput)
+    );
+    Ok(())
+}
+
+#[test]
+fn one_spammer_counts_once_per_bucket_and_damps_no_one() -> io::Result<()> {
+    let cfg = BurstConfig::default();
+    let a = args(Scenario::Spammer, None);
+    let calls = events(&segments(&a, &cfg)?, &cfg, &mut Rng::new(a.seed));
+    let spam = calls.iter().filter(|e| e.rater == Rater::User(SPAMMER));
+    assert_eq!(spam.count(), 6_000);
+    let rows = table(&calls, &cfg);
+    assert_eq!(rows.len(), 60);
+    for (i, r) in rows.iter().enumerate() {
+        let organic = r.requests - 100;
+        // The same zero counts only while it is a new rating (bucket 0), and nothing once it
+        // is unchanged; flips count once a bucket, however many there are.
+        let spammer = u64::from(i == 0 || i >= 30);
+        assert_eq!(r.arrivals, organic + spammer, "bucket {i}: {r:?}");
+        // Every flip writes, but the first: it repeats the zero of the first half hour.
+        let writes = match i {
+            0..30 => spammer,
+            30 => 99,
+            _ => 100,
+        };
+        assert_eq!(r.written, organic + writes, "bucket {i}: {r:?}");
+        assert!(!r.damped(), "bucket {i}: {r:?}");
+    }
+    let weight: i64 = rows.iter().map(|r| r.weight_milli_sum).sum();
+    let written: u64 = rows.iter().map(|r| r.written).sum();
+    assert!(
+        weight as f64 >= 0.99 * 1000.0 * written as f64,
+        "{weight} of {written}"
+    );
+    let last = rows[59];
+    let (raw, damped) = (last.raw_avg.unwrap_or(0.0), last.damped_avg.unwrap_or(9.0));
+    assert!((raw - damped).abs() < 0.05, "raw {raw}, damped {damped}");
+    let text = output(&a)?;
+    let header = format!(
+        "{} calls ({written} ratings written) in 60 buckets",
+        calls.len()
+    );
+    assert!(
+        text.lines().next().is_some_and(|l| l.contains(&header)),
+        "{text}"
     );
     Ok(())
 }

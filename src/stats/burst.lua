@@ -1,13 +1,22 @@
 --! burst.lua: the per-post burst detector of DESIGN §5, one atomic step per rating.
 --
 -- KEYS[1]  the post's burst-state hash ({REDIS_KEY_PREFIX}burst:{post_id})
+-- KEYS[2]  the raters of its current bucket ({REDIS_KEY_PREFIX}burst:{post_id}:raters)
 -- ARGV[1]  now_ms: the caller's clock (never Redis TIME, so tests drive a virtual clock)
 -- ARGV[2]  bucket_secs   ARGV[3] half_life_buckets   ARGV[4] k   ARGV[5] floor (c)
--- Returns the rating's weight in thousandths, 0..1000.
+-- ARGV[6]  the rater (user id)
+-- Returns {weight in thousandths 0..1000, 1 if this call counted a new arrival else 0,
+-- the bucket it was recorded in}; burst_undo.lua takes that bucket back.
 --
--- Hash fields: b = current bucket index, x = arrivals in it, p = arrivals in bucket b - 1
--- (0 if that bucket was idle or unseen), mu / var = exponentially weighted mean and variance
--- of arrivals per finished bucket. A hash written before p existed reads it as 0.
+-- State hash fields: b = current bucket index, x = arrivals in it, p = arrivals in bucket
+-- b - 1 (0 if that bucket was idle or unseen), mu / var = exponentially weighted mean and
+-- variance of arrivals per finished bucket. A hash written before p existed reads it as 0.
+--
+-- Arrivals count raters, not requests: the raters hash maps each rater of bucket b to the
+-- number of their calls in b that wrote a rating or may still do so (the service undoes
+-- the calls whose write turned out to be a no-op). A rater counts in x while that number is
+-- above 0, so repeating or flipping a rating within a bucket counts once, and only a rater
+-- whose every call was a no-op (an unchanged score) counts nothing.
 --
 -- A rating is judged against x_est = x + p * (1 - f), f the elapsed fraction of bucket b:
 -- an estimate of the arrivals in the last bucket_secs, so a burst that straddles a bucket
@@ -38,6 +47,7 @@ if b == nil then
   b = bucket
   x = 0
   p = 0
+  redis.call('UNLINK', KEYS[2])
 elseif bucket > b then
   -- Fold the finished bucket, capped at its own UCL so an attack can lift the
   -- baseline by at most (UCL - mu) per bucket, never by its full size.
@@ -61,11 +71,16 @@ elseif bucket > b then
   end
   b = bucket
   x = 0
+  redis.call('UNLINK', KEYS[2])
 end
 -- bucket < b (a writer whose clock lags another's) counts into the current bucket:
 -- the state never moves backwards.
 
-x = x + 1
+local counted = 0
+if redis.call('HINCRBY', KEYS[2], ARGV[6], 1) == 1 then
+  counted = 1
+  x = x + 1
+end
 -- Elapsed fraction of bucket b, in [0, 1); a lagging clock gives f < 0, taken as 0 (the
 -- rating is judged as if at the start of bucket b: p counts in full, the strictest choice).
 local f = (now_ms - b * bucket_ms) / bucket_ms
@@ -85,5 +100,7 @@ redis.call('HSET', KEYS[1], 'b', string.format('%.0f', b), 'x', string.format('%
   'p', string.format('%.0f', p))
 -- After 32 half-lives mu has decayed by 2^-32 and sqrt(var) by at least 2^-16 of
 -- sqrt(var + mu^2): the state is as good as a fresh one, so Redis may forget it.
-redis.call('EXPIRE', KEYS[1], math.ceil(bucket_secs * half_life * 32))
-return w
+local ttl = math.ceil(bucket_secs * half_life * 32)
+redis.call('EXPIRE', KEYS[1], ttl)
+redis.call('EXPIRE', KEYS[2], ttl)
+return {w, counted, b}

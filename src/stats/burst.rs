@@ -1,6 +1,7 @@
 //! Burst damping (DESIGN §5): the per-rating weight from a post's own arrival baseline.
 //!
-//! The service calls [`BurstDetector::weight`] (one Redis round trip running `burst.lua`).
+//! The service calls [`BurstDetector::weight`] (one Redis round trip running `burst.lua`)
+//! and, when its write was a no-op, [`BurstDetector::undo`] (`burst_undo.lua`).
 //! [`BurstState`] is the same algorithm in plain Rust, used by `post-rate simulate` and by
 //! the property tests; a test keeps the two arithmetically identical.
 //!
@@ -23,8 +24,32 @@
 //! `mu` / `var` as `min(x, UCL)` of their own count, so the bucketed statistics and the cap on
 //! training the baseline stay as designed. A lagging clock (a time before the current bucket)
 //! counts into the current bucket with `f = 0`, the strictest reading of the window.
+//!
+//! # Arrivals count raters, not requests
+//!
+//! `x` counts the distinct raters of the bucket, so one user repeating or flipping a rating
+//! cannot inflate it and damp everyone else (DESIGN §8, guarantee 7). The script keeps, next to
+//! the state hash, a hash of the bucket's raters (cleared when the bucket changes, expiring
+//! with the state), and each rater's entry counts their calls in the bucket. A rater's first
+//! call raises `x`; later ones do not, but are judged like any other rating of the bucket.
+//!
+//! An unchanged score counts nothing, yet the weight must be known before the upsert (it is
+//! stored on the row) and only the upsert knows whether the score changed. So the call is
+//! recorded optimistically, and when the upsert turns out to be a no-op the service takes it
+//! back with `burst_undo.lua`: the rater's call count falls by one, and at zero the rater
+//! leaves the hash and `x` falls by one. A count, not a set, keeps this exact when one user's
+//! calls overlap: a no-op undone while another call of the same rater (which did write)
+//! counted on the same entry leaves the rater counted. The undo does nothing once the state
+//! has moved to a later bucket: the arrival was then already folded into the baseline (a
+//! no-op straddling a boundary counts once, bounded by one per rater and bucket). The common
+//! case, a changed score, costs no extra round trip; only a no-op pays a second one, and a
+//! failed Redis call (weight 1000) records nothing to undo.
 
-use redis::aio::ConnectionLike;
+use std::collections::HashMap;
+
+mod detector;
+
+pub use detector::{Arrival, BurstDetector, BurstKeys};
 
 /// Tuning of the detector; read from BURST_BUCKET_SECS, BURST_HALF_LIFE_BUCKETS, BURST_K and
 /// BURST_FLOOR by the config module.
@@ -100,51 +125,22 @@ impl BurstConfig {
     }
 }
 
-/// Runs `burst.lua` against Redis; cheap to clone, one per process is enough.
-#[derive(Debug, Clone)]
-pub struct BurstDetector {
-    script: redis::Script,
-    config: BurstConfig,
+/// Who makes a call, for the model: the service always knows the user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Rater {
+    /// A user who may call again (repeat, flip, or have a call undone).
+    User(i64),
+    /// A rater seen only this once: counted, not remembered. Equivalent to a fresh user id,
+    /// and keeps long simulations of distinct raters from holding every one of them.
+    Once,
 }
 
-impl BurstDetector {
-    pub fn new(config: BurstConfig) -> Self {
-        Self {
-            script: redis::Script::new(include_str!("burst.lua")),
-            config,
-        }
-    }
-
-    pub fn config(&self) -> &BurstConfig {
-        &self.config
-    }
-
-    /// The weight (thousandths, 0..=1000) of one rating arriving at `now_ms` for the post
-    /// whose state lives at `key` (`{REDIS_KEY_PREFIX}burst:{post_id}`). Records the arrival.
-    pub async fn weight<C: ConnectionLike + Send>(
-        &self,
-        conn: &mut C,
-        key: &str,
-        now_ms: i64,
-    ) -> redis::RedisResult<i32> {
-        self.script
-            .key(key)
-            .arg(now_ms)
-            .arg(self.config.bucket_secs)
-            .arg(self.config.half_life_buckets)
-            .arg(self.config.k)
-            .arg(self.config.floor)
-            .invoke_async(conn)
-            .await
-    }
-}
-
-/// One post's detector state: the Rust twin of the `burst.lua` hash.
+/// One post's detector state: the Rust twin of the `burst.lua` hashes.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct BurstState {
     /// Current bucket index; `None` for a post never seen (or whose state expired).
     pub bucket: Option<i64>,
-    /// Arrivals in the current bucket so far.
+    /// Arrivals (distinct raters) in the current bucket so far.
     pub arrivals: u64,
     /// Arrivals in the bucket just before the current one; 0 if that bucket was idle (or the
     /// post was new). Weighted by the part of it still inside the sliding window.
@@ -153,6 +149,8 @@ pub struct BurstState {
     pub mu: f64,
     /// EWMA variance of arrivals per finished bucket.
     pub var: f64,
+    /// The raters of the current bucket and their calls that count (the raters hash).
+    pub raters: HashMap<i64, u64>,
 }
 
 /// What [`BurstState::observe`] saw for one rating.
@@ -162,8 +160,10 @@ pub struct Observation {
     pub weight_milli: i32,
     /// The upper control limit the rating was judged against.
     pub ucl: f64,
-    /// Its position in its bucket (1 = first arrival).
+    /// The bucket's arrival count after this call (1 = the first rater).
     pub arrivals: u64,
+    /// Whether this call raised the arrival count.
+    pub counted: bool,
     /// The sliding-window estimate it was judged by: `arrivals + previous × (1 − f)`.
     pub estimate: f64,
     pub bucket: i64,
@@ -177,17 +177,23 @@ impl BurstState {
 
     /// The limit a rating arriving at `now_ms` would be judged against (records nothing).
     pub fn ucl_at(&self, now_ms: i64, cfg: &BurstConfig) -> f64 {
-        self.clone().observe(now_ms, cfg).ucl
+        let mut probe = BurstState {
+            raters: HashMap::new(),
+            ..*self
+        };
+        probe.observe(now_ms, Rater::Once, cfg).ucl
     }
 
-    /// Records one rating at `now_ms` and returns its weight; mirrors `burst.lua` line by line.
-    pub fn observe(&mut self, now_ms: i64, cfg: &BurstConfig) -> Observation {
+    /// Records one call of `rater` at `now_ms` and returns its weight; mirrors `burst.lua`
+    /// line by line.
+    pub fn observe(&mut self, now_ms: i64, rater: Rater, cfg: &BurstConfig) -> Observation {
         let bucket_ms = cfg.bucket_ms();
         let now = now_ms.div_euclid(bucket_ms);
         let bucket = match self.bucket {
             None => {
                 self.arrivals = 0;
                 self.previous = 0;
+                self.raters.clear();
                 now
             }
             Some(b) if now > b => {
@@ -198,7 +204,17 @@ impl BurstState {
             Some(b) => b,
         };
         self.bucket = Some(bucket);
-        self.arrivals += 1;
+        let counted = match rater {
+            Rater::User(id) => {
+                let calls = self.raters.entry(id).or_insert(0);
+                *calls += 1;
+                *calls == 1
+            }
+            Rater::Once => true,
+        };
+        if counted {
+            self.arrivals += 1;
+        }
         // Elapsed fraction of the current bucket; a lagging clock (f < 0) is judged as if at
         // the bucket's start, where the previous bucket counts in full.
         let mut f = (now_ms - bucket * bucket_ms) as f64 / bucket_ms as f64;
@@ -216,8 +232,29 @@ impl BurstState {
             weight_milli,
             ucl,
             arrivals: self.arrivals,
+            counted,
             estimate: x_est,
             bucket,
+        }
+    }
+
+    /// Takes back a call of `rater` recorded in `bucket` whose write was a no-op; mirrors
+    /// `burst_undo.lua`. Returns whether the arrival count fell.
+    pub fn undo(&mut self, bucket: i64, rater: i64) -> bool {
+        if self.bucket != Some(bucket) {
+            return false;
+        }
+        match self.raters.get_mut(&rater) {
+            Some(calls) if *calls > 1 => {
+                *calls -= 1;
+                false
+            }
+            Some(_) => {
+                self.raters.remove(&rater);
+                self.arrivals = self.arrivals.saturating_sub(1);
+                true
+            }
+            None => false,
         }
     }
 
@@ -237,10 +274,15 @@ impl BurstState {
         }
         self.previous = if idle > 0 { 0 } else { self.arrivals };
         self.arrivals = 0;
+        self.raters.clear();
     }
 }
 
 #[cfg(test)]
+mod lua;
+#[cfg(test)]
 mod properties;
+#[cfg(test)]
+mod raters;
 #[cfg(test)]
 mod tests;

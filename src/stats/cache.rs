@@ -1,5 +1,6 @@
 //! The moka cache in front of the Redis stats reads: a page's misses load in one round
-//! trip, and concurrent misses of one post load once.
+//! trip, and concurrent misses of one post load once. `None` is a post whose stored stats
+//! are impossible: shown without stats until repaired (a repair clears every cache).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use super::{PostStats, StatsError, StatsStore};
 pub struct StatsCache {
     store: StatsStore,
     /// `None` when `STATS_CACHE_TTL_SECS=0`: every read goes to Redis.
-    cache: Option<Cache<i64, PostStats>>,
+    cache: Option<Cache<i64, Option<PostStats>>>,
     hits: IntCounter,
     misses: IntCounter,
 }
@@ -47,8 +48,19 @@ impl StatsCache {
         &self.store
     }
 
-    /// The stats of these posts (ids may repeat; absent posts are all zero).
-    pub async fn get_many(&self, ids: &[i64]) -> Result<HashMap<i64, PostStats>, StatsError> {
+    /// Forgets every cached entry: the stats were repaired somewhere.
+    pub fn invalidate_all(&self) {
+        if let Some(cache) = &self.cache {
+            cache.invalidate_all();
+        }
+    }
+
+    /// The stats of these posts (ids may repeat; absent posts are all zero, impossible ones
+    /// `None`).
+    pub async fn get_many(
+        &self,
+        ids: &[i64],
+    ) -> Result<HashMap<i64, Option<PostStats>>, StatsError> {
         let Some(cache) = &self.cache else {
             self.misses.inc_by(ids.len() as u64);
             return self.store.load_many(ids).await;
@@ -89,7 +101,7 @@ impl StatsCache {
                 let stats = cache
                     .try_get_with(id, async move {
                         load.await
-                            .map(|all| all.get(&id).copied().unwrap_or_default())
+                            .map(|all| all.get(&id).copied().unwrap_or(Some(PostStats::default())))
                     })
                     .await;
                 (id, stats)

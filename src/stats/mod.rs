@@ -1,14 +1,31 @@
-//! Redis-held per-post stats: the fenced store, the moka read cache and burst weights.
+//! Redis-held per-post stats: the fenced store, the moka read cache, burst weights, and the
+//! queue of what the store found wrong.
 
 pub mod burst;
 pub mod cache;
+pub mod repairs;
 pub mod store;
 
 pub use cache::StatsCache;
-pub use store::{ApplyReport, StatsStore};
+pub use repairs::{Cause, RepairQueue};
+pub use store::{ApplyReport, StatsStore, StoredStats};
 
 /// A post's totals: the sum of every delta applied to it (same ten integers).
 pub type PostStats = crate::events::wire::StatsDelta;
+
+/// Whether `s` could be the stats of some set of ratings: no negative value, a histogram
+/// that sums to the count and to the score sum, weights in 0..=1000 each. Anything else
+/// (deltas applied to a hash that lost its base, a bad hand edit) is never shown to a reader.
+pub fn is_possible(s: &PostStats) -> bool {
+    let hist_count: i64 = s.hist.iter().sum();
+    let hist_score: i64 = s.hist.iter().zip(0..).map(|(n, score)| n * score).sum();
+    s.count >= 0
+        && s.hist.iter().all(|&n| n >= 0)
+        && hist_count == s.count
+        && hist_score == s.score_sum
+        && (0..=1000 * s.count).contains(&s.weight_sum)
+        && (0..=5 * s.weight_sum).contains(&s.weighted_sum)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StatsError {
@@ -75,5 +92,52 @@ mod tests {
         let empty = PublicStats::from(&PostStats::default());
         assert_eq!(empty.average_rating, None);
         assert_eq!(empty.raw_average_rating, None);
+    }
+
+    #[test]
+    fn impossible_stats_are_recognised() {
+        let good = PostStats {
+            count: 3,
+            score_sum: 13,
+            hist: [0, 0, 0, 0, 2, 1],
+            weight_sum: 2500,
+            weighted_sum: 10_500,
+        };
+        assert!(is_possible(&good));
+        assert!(is_possible(&PostStats::default()));
+        let bad = [
+            PostStats {
+                count: -5,
+                ..PostStats::default()
+            },
+            PostStats { count: 2, ..good },
+            PostStats {
+                score_sum: 12,
+                ..good
+            },
+            PostStats {
+                hist: [-1, 1, 0, 0, 2, 1],
+                ..good
+            },
+            PostStats {
+                weight_sum: 3001,
+                ..good
+            },
+            PostStats {
+                weight_sum: -1,
+                ..good
+            },
+            PostStats {
+                weighted_sum: 5 * 2500 + 1,
+                ..good
+            },
+            PostStats {
+                weighted_sum: -3,
+                ..good
+            },
+        ];
+        for b in bad {
+            assert!(!is_possible(&b), "{b:?}");
+        }
     }
 }

@@ -25,6 +25,11 @@ fn unique(prefix: &str) -> String {
 
 /// Settings for a test app: its own database and key prefix, no stats cache.
 pub fn test_settings() -> Settings {
+    // The service's warnings show under a failing test's output (RUST_LOG, default warn).
+    let _ = env_logger::builder()
+        .is_test(true)
+        .parse_env(env_logger::Env::default().default_filter_or("warn"))
+        .try_init();
     let mut s = Settings::from_env().expect("settings");
     let base = admin_url();
     let db = unique("post_rate_test_");

@@ -86,6 +86,7 @@ pub fn events(partition: i32, first_seq: i64, count: usize) -> Vec<RatingEvent> 
                 partition,
                 seq,
                 post_id: 1000 + seq % 50,
+                version: seq,
                 committed_ms: 0,
                 delta: StatsDelta {
                     count: 1,

@@ -4,5 +4,8 @@
 #[path = "../api/common.rs"]
 mod app;
 mod common;
+mod heal;
+#[path = "../api/losses.rs"]
+mod losses;
 mod pipeline;
 mod transport;

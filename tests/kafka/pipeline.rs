@@ -13,10 +13,10 @@ use reqwest::StatusCode;
 use crate::app::{test_settings, TestApp, User};
 use crate::common::{broker_script, brokers, unique};
 
-const EXACT_WITHIN: Duration = Duration::from_secs(40);
+pub(crate) const EXACT_WITHIN: Duration = Duration::from_secs(40);
 
 /// Settings for an instance on `brokers`, with a fresh topic and group.
-fn kafka_settings(brokers: &str) -> Settings {
+pub(crate) fn kafka_settings(brokers: &str) -> Settings {
     let mut s = test_settings();
     s.kafka_brokers = Some(brokers.to_owned());
     s.kafka_topic = unique("post-rate-e2e");
@@ -79,6 +79,7 @@ async fn stats_are_exact_through_kafka_and_duplicates_are_skipped() {
                 partition,
                 seq,
                 post_id: 1,
+                version: seq,
                 committed_ms: 0,
                 delta: post_rate::events::wire::StatsDelta {
                     count: 1,

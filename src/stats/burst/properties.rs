@@ -1,56 +1,14 @@
 //! The properties DESIGN §5 and issue 4 promise, checked on the Rust model with a virtual clock.
 
-use super::{BurstConfig, BurstState};
-use crate::simulate::Rng;
+use super::{BurstConfig, BurstState, Rater};
+use crate::simulate::{PostModel, Rng};
 
 const MIN_MS: i64 = 60_000;
 const HOUR_MS: i64 = 60 * MIN_MS;
 
-/// A post's rating stream: the model plus the plain and weighted sums the stats store keeps.
-#[derive(Clone)]
-pub(super) struct Stream {
-    pub cfg: BurstConfig,
-    state: BurstState,
-    n: u64,
-    sum: u64,
-    w_sum: i64,
-    ws_sum: i64,
-}
-
-impl Stream {
-    pub fn new(cfg: BurstConfig) -> Self {
-        Self {
-            cfg,
-            state: BurstState::default(),
-            n: 0,
-            sum: 0,
-            w_sum: 0,
-            ws_sum: 0,
-        }
-    }
-
-    /// Rates at `at_ms` and returns the weight in thousandths.
-    pub fn rate(&mut self, at_ms: i64, score: u8) -> i32 {
-        let w = self.state.observe(at_ms, &self.cfg).weight_milli;
-        self.add(score, w);
-        w
-    }
-
-    /// Adds a rating whose weight came from elsewhere (the Lua script).
-    pub fn add(&mut self, score: u8, weight_milli: i32) {
-        self.n += 1;
-        self.sum += u64::from(score);
-        self.w_sum += i64::from(weight_milli);
-        self.ws_sum += i64::from(weight_milli) * i64::from(score);
-    }
-
-    pub fn raw(&self) -> f64 {
-        self.sum as f64 / self.n as f64
-    }
-
-    pub fn damped(&self) -> f64 {
-        self.ws_sum as f64 / self.w_sum as f64
-    }
+/// (damped, raw) averages of a post that has ratings.
+pub(super) fn averages(s: &PostModel) -> (f64, f64) {
+    (s.damped().unwrap_or(f64::NAN), s.raw().unwrap_or(f64::NAN))
 }
 
 /// Poisson arrival times from `start_ms` at `per_min`, until `end_ms` or `max` arrivals.
@@ -70,19 +28,21 @@ fn poisson(rng: &mut Rng, per_min: f64, start_ms: i64, end_ms: i64, max: usize) 
 fn steady_organic_traffic_keeps_averages_together_and_full_weight() {
     for (per_min, seed) in [(1.0, 11), (10.0, 12), (100.0, 13), (1000.0, 14)] {
         let mut rng = Rng::new(seed);
-        let mut s = Stream::new(BurstConfig::default());
+        let mut s = PostModel::new(BurstConfig::default());
         let (mut late, mut late_full, mut max_gap) = (0u64, 0u64, 0f64);
         for at in poisson(&mut rng, per_min, 0, 24 * HOUR_MS, usize::MAX) {
             let score = rng.organic_score();
-            let w = s.rate(at, score);
+            let w = s.rate_once(at, score);
             if at >= HOUR_MS {
                 late += 1;
                 late_full += u64::from(w == 1000);
-                max_gap = max_gap.max((s.damped() - s.raw()).abs());
+                let (damped, raw) = averages(&s);
+                max_gap = max_gap.max((damped - raw).abs());
             }
         }
         let full = late_full as f64 / late as f64;
-        println!("steady {per_min}/min: max |damped-raw| after 1 h {max_gap:.5}, final {:.5}, full weight after 1 h {:.4}%", (s.damped() - s.raw()).abs(), 100.0 * full);
+        let (damped, raw) = averages(&s);
+        println!("steady {per_min}/min: max |damped-raw| after 1 h {max_gap:.5}, final {:.5}, full weight after 1 h {:.4}%", (damped - raw).abs(), 100.0 * full);
         assert!(
             max_gap < 0.02,
             "{per_min}/min: averages drifted apart by {max_gap}"
@@ -95,21 +55,21 @@ fn steady_organic_traffic_keeps_averages_together_and_full_weight() {
 }
 
 /// 10,000 organic ratings (mean 4.2) at 5 a minute; returns the stream and the next bucket start.
-fn organic_history(seed: u64) -> (Stream, i64) {
+fn organic_history(seed: u64) -> (PostModel, i64) {
     let mut rng = Rng::new(seed);
-    let mut s = Stream::new(BurstConfig::default());
+    let mut s = PostModel::new(BurstConfig::default());
     let times = poisson(&mut rng, 5.0, 0, i64::MAX, 10_000);
     for &at in &times {
-        s.rate(at, rng.organic_score());
+        s.rate_once(at, rng.organic_score());
     }
     let last = times.last().copied().unwrap_or(0);
     (s, (last / MIN_MS + 1) * MIN_MS)
 }
 
 /// 5,000 zeros spread evenly over the 2 minutes from `start_ms`.
-fn bomb(s: &mut Stream, start_ms: i64) {
+fn bomb(s: &mut PostModel, start_ms: i64) {
     for i in 0..5_000 {
-        s.rate(start_ms + i * 2 * MIN_MS / 5_000, 0);
+        s.rate_once(start_ms + i * 2 * MIN_MS / 5_000, 0);
     }
 }
 
@@ -117,16 +77,17 @@ fn bomb(s: &mut Stream, start_ms: i64) {
 fn a_bomb_barely_moves_the_average() {
     for seed in [21, 22, 23] {
         let (history, start) = organic_history(seed);
-        let (damped, raw) = (history.damped(), history.raw());
+        let (damped, raw) = averages(&history);
         // "Within 2 minutes" of B = 60 s: from a boundary the bomb fills two whole buckets;
         // starting later it straddles three.
         for offset_s in [0, 15, 30, 45] {
             let mut s = history.clone();
             bomb(&mut s, start + offset_s * 1000);
-            let (moved, fell) = (damped - s.damped(), raw - s.raw());
+            let (damped_after, raw_after) = averages(&s);
+            let (moved, fell) = (damped - damped_after, raw - raw_after);
             println!(
                 "bomb seed {seed} at +{offset_s:2} s: damped {damped:.4} -> {:.4} (moved {moved:.4}), raw fell {fell:.4}",
-                s.damped()
+                damped_after
             );
             assert!(
                 moved.abs() < 0.15,
@@ -145,7 +106,7 @@ fn a_sustained_change_gets_through() {
     let begin = start + 2 * MIN_MS;
     let (mut n, mut full) = (0u64, 0u64);
     for at in poisson(&mut rng, 50.0, begin, begin + 24 * HOUR_MS, usize::MAX) {
-        let w = s.rate(at, rng.organic_score());
+        let w = s.rate_once(at, rng.organic_score());
         if at >= begin + 18 * HOUR_MS {
             n += 1;
             full += u64::from(w == 1000);
@@ -198,17 +159,18 @@ pub(super) fn acceptance_outcome(
     organic: usize,
     weights: &[i32],
 ) -> (f64, f64) {
-    let mut s = Stream::new(acceptance_config());
+    let mut s = PostModel::new(acceptance_config());
     let mut before = (0.0, 0.0);
     for (i, (&(_, score), &w)) in events.iter().zip(weights).enumerate() {
         if i == organic {
-            before = (s.damped(), s.raw());
+            before = averages(&s);
         }
-        s.add(score, w);
+        s.store(Rater::Once, score, w);
     }
+    let after = averages(&s);
     (
         (before.0 - before.1).abs(),
-        (before.0 - s.damped()) / (before.1 - s.raw()),
+        (before.0 - after.0) / (before.1 - after.1),
     )
 }
 
@@ -216,7 +178,7 @@ pub(super) fn model_weights(events: &[(i64, u8)]) -> Vec<i32> {
     let (cfg, mut state) = (acceptance_config(), BurstState::default());
     events
         .iter()
-        .map(|&(at, _)| state.observe(at, &cfg).weight_milli)
+        .map(|&(at, _)| state.observe(at, Rater::Once, &cfg).weight_milli)
         .collect()
 }
 

@@ -1,8 +1,6 @@
-//! Unit tests of the burst model, and the Lua script checked against it on a real Redis.
+//! Unit tests of the burst model.
 
-use super::properties::{acceptance_config, acceptance_events, acceptance_outcome, model_weights};
 use super::*;
-use crate::simulate::Rng;
 
 const MIN: i64 = 60_000;
 
@@ -14,7 +12,7 @@ fn cfg() -> BurstConfig {
 fn fill(s: &mut BurstState, bucket_start_ms: i64, n: u64) -> Vec<i32> {
     (0..n)
         .map(|i| {
-            s.observe(bucket_start_ms + (i % 1000) as i64, &cfg())
+            s.observe(bucket_start_ms + (i % 1000) as i64, Rater::Once, &cfg())
                 .weight_milli
         })
         .collect()
@@ -35,7 +33,7 @@ fn first_bucket_of_a_new_post_is_limited_by_the_floor() {
 fn rollover_folds_the_finished_bucket() {
     let mut s = BurstState::default();
     fill(&mut s, 0, 5);
-    let o = s.observe(MIN + 1, &cfg());
+    let o = s.observe(MIN + 1, Rater::Once, &cfg());
     let a = cfg().alpha();
     assert!((a - 0.022_840_6).abs() < 1e-6, "alpha {a}");
     assert!((s.mu - a * 5.0).abs() < 1e-12);
@@ -52,7 +50,7 @@ fn idle_buckets_decay_in_closed_form() {
         fill(&mut s, b * MIN, 50);
     }
     let before = s.clone();
-    s.observe(429 * MIN, &cfg());
+    s.observe(429 * MIN, Rater::Once, &cfg());
     // Reference: fold the last bucket, then 29 zero buckets one at a time.
     let a = cfg().alpha();
     let fold = |(mu, var): (f64, f64), x: f64| {
@@ -67,7 +65,7 @@ fn idle_buckets_decay_in_closed_form() {
     // 29 of H = 30 buckets: the mean has almost halved.
     assert!((s.mu / after_last - 2f64.powf(-29.0 / 30.0)).abs() < 1e-9);
     // A post idle for years is back to a new post's limit, in O(1).
-    s.observe(429 * MIN + 1_000_000_000 * MIN, &cfg());
+    s.observe(429 * MIN + 1_000_000_000 * MIN, Rater::Once, &cfg());
     assert!(s.mu < 1e-12 && s.var < 1e-12);
     assert!((s.ucl(&cfg()) - 10.0).abs() < 1e-9);
 }
@@ -79,7 +77,7 @@ fn an_attack_cannot_train_the_baseline_upward() {
         fill(&mut s, b * MIN, 5);
     }
     // The first rating of bucket 500 folds bucket 499: from here the state is the baseline.
-    let first = s.observe(500 * MIN, &cfg());
+    let first = s.observe(500 * MIN, Rater::Once, &cfg());
     let (mu0, ucl0) = (s.mu, first.ucl);
     assert!(
         (4.5..5.5).contains(&mu0) && ucl0 < 18.0,
@@ -87,7 +85,7 @@ fn an_attack_cannot_train_the_baseline_upward() {
     );
     // One bucket of 10,000 raises mu by alpha * (UCL - mu) at most, not alpha * 10,000.
     fill(&mut s, 500 * MIN, 9_999);
-    s.observe(501 * MIN, &cfg());
+    s.observe(501 * MIN, Rater::Once, &cfg());
     let bound = mu0 + cfg().alpha() * (ucl0 - mu0);
     assert!((s.mu - bound).abs() < 1e-9, "mu {} vs capped {bound}", s.mu);
     // Ten more attack buckets: the limit grows geometrically (that is how a real, lasting
@@ -95,7 +93,7 @@ fn an_attack_cannot_train_the_baseline_upward() {
     for b in 501..511 {
         fill(&mut s, b * MIN, 10_000);
     }
-    let w = s.observe(511 * MIN - 1, &cfg());
+    let w = s.observe(511 * MIN - 1, Rater::Once, &cfg());
     println!(
         "after 11 attack buckets: mu {} var {} ucl {} weight {}",
         s.mu, s.var, w.ucl, w.weight_milli
@@ -109,10 +107,10 @@ fn an_attack_cannot_train_the_baseline_upward() {
 fn a_lagging_clock_counts_into_the_current_bucket() {
     let mut s = BurstState::default();
     fill(&mut s, 9 * MIN, 4);
-    let o = s.observe(10 * MIN + MIN / 2, &cfg());
+    let o = s.observe(10 * MIN + MIN / 2, Rater::Once, &cfg());
     assert_eq!((o.bucket, o.arrivals, o.estimate), (10, 1, 3.0));
     // Half a bucket behind: still bucket 10, judged as at its start (all of p counts).
-    let o = s.observe(9 * MIN + MIN / 2, &cfg());
+    let o = s.observe(9 * MIN + MIN / 2, Rater::Once, &cfg());
     assert_eq!((o.bucket, o.arrivals, o.estimate), (10, 2, 6.0));
     assert_eq!(s.previous, 4);
 }
@@ -120,16 +118,16 @@ fn a_lagging_clock_counts_into_the_current_bucket() {
 #[test]
 fn the_previous_bucket_counts_only_while_inside_the_window() {
     let mut s = BurstState::default();
-    let o = s.observe(0, &cfg());
+    let o = s.observe(0, Rater::Once, &cfg());
     assert_eq!((s.previous, o.estimate), (0, 1.0));
     fill(&mut s, 0, 7);
     // A quarter into the next bucket, three quarters of the previous 8 are still in the window.
-    let o = s.observe(MIN + MIN / 4, &cfg());
+    let o = s.observe(MIN + MIN / 4, Rater::Once, &cfg());
     assert_eq!((s.previous, o.arrivals, o.estimate), (8, 1, 7.0));
-    let o = s.observe(2 * MIN - 1, &cfg());
+    let o = s.observe(2 * MIN - 1, Rater::Once, &cfg());
     assert!((o.estimate - (2.0 + 8.0 / 60_000.0)).abs() < 1e-12, "{o:?}");
     // After an idle bucket the previous bucket is empty.
-    let o = s.observe(3 * MIN, &cfg());
+    let o = s.observe(3 * MIN, Rater::Once, &cfg());
     assert_eq!((s.previous, o.estimate), (0, 1.0));
 }
 
@@ -141,7 +139,7 @@ fn a_bucket_boundary_does_not_reset_a_bomb() {
     }
     // 5,000 zeros spread evenly over buckets 500 and 501.
     let obs: Vec<Observation> = (0..5_000)
-        .map(|i| s.observe(500 * MIN + i * 2 * MIN / 5_000, &cfg()))
+        .map(|i| s.observe(500 * MIN + i * 2 * MIN / 5_000, Rater::Once, &cfg()))
         .collect();
     let (first, second) = obs.split_at(2_500);
     let total = |o: &[Observation]| o.iter().map(|o| i64::from(o.weight_milli)).sum::<i64>();
@@ -191,151 +189,4 @@ fn config_is_validated() {
     assert!(bad(|c| c.half_life_buckets = 0.0));
     assert!(bad(|c| c.k = f64::NAN));
     assert!(bad(|c| c.floor = 0.5));
-}
-
-async fn redis() -> redis::RedisResult<redis::aio::MultiplexedConnection> {
-    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    redis::Client::open(url)?
-        .get_multiplexed_async_connection()
-        .await
-}
-
-/// A key prefix no other test (or run) uses.
-fn prefix(name: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    format!("burst-test:{name}:{}:{nanos}:", std::process::id())
-}
-
-#[tokio::test]
-async fn lua_script_matches_the_model() -> redis::RedisResult<()> {
-    let mut conn = redis().await?;
-    let key = format!("{}burst:1", prefix("match"));
-    let cfg = BurstConfig {
-        bucket_secs: 10,
-        half_life_buckets: 7.5,
-        k: 2.5,
-        floor: 4.0,
-    };
-    let detector = BurstDetector::new(cfg);
-    let (mut rng, mut state, mut t) = (Rng::new(7), BurstState::default(), 1_700_000_000_000i64);
-    let (mut worst, mut calls, mut nonzero_previous, mut lagging) = (0i32, 0, 0, 0);
-    for _ in 0..80 {
-        // Phases: steady trickle, a burst (often across a boundary), writers whose clocks lag
-        // by up to two buckets, or an idle gap (up to ~3 years).
-        let (n, gap_ms, lag_ms) = match rng.next_u64() % 4 {
-            0 => (rng.next_u64() % 40, rng.exp(3_000.0), 0),
-            1 => (200 + rng.next_u64() % 300, rng.exp(20.0), 0),
-            2 => (rng.next_u64() % 40, rng.exp(500.0), 20_000),
-            _ => (1, rng.exp(1e7) * (1 + rng.next_u64() % 10_000) as f64, 0),
-        };
-        for _ in 0..n {
-            t += gap_ms as i64;
-            let at = if lag_ms > 0 {
-                t - (rng.next_u64() % lag_ms) as i64
-            } else {
-                t
-            };
-            let lua = detector.weight(&mut conn, &key, at).await?;
-            let model = state.observe(at, &cfg);
-            worst = worst.max((lua - model.weight_milli).abs());
-            let (b, x, p): (Option<i64>, Option<u64>, Option<u64>) = redis::cmd("HMGET")
-                .arg(&key)
-                .arg("b")
-                .arg("x")
-                .arg("p")
-                .query_async(&mut conn)
-                .await?;
-            assert_eq!(
-                (b, x, p),
-                (state.bucket, Some(state.arrivals), Some(state.previous)),
-                "call {calls} at {at}"
-            );
-            calls += 1;
-            nonzero_previous += i32::from(state.previous > 0);
-            lagging += i32::from(model.bucket > at.div_euclid(10_000));
-        }
-    }
-    println!(
-        "{calls} calls, {nonzero_previous} with p > 0, {lagging} lagging; worst difference {worst}"
-    );
-    assert!(lagging > 50, "only {lagging} lagging calls");
-    let stored: (Option<f64>, Option<f64>) = redis::cmd("HMGET")
-        .arg(&key)
-        .arg("mu")
-        .arg("var")
-        .query_async(&mut conn)
-        .await?;
-    let ttl: i64 = redis::cmd("TTL").arg(&key).query_async(&mut conn).await?;
-    let _: () = redis::cmd("DEL").arg(&key).query_async(&mut conn).await?;
-    assert!(calls > 3_000, "only {calls} calls");
-    assert!(
-        worst <= 1,
-        "Lua and model weights differ by {worst} thousandths"
-    );
-    let (mu, var) = (stored.0.unwrap_or(f64::NAN), stored.1.unwrap_or(f64::NAN));
-    assert!(
-        (mu - state.mu).abs() <= 1e-9 * state.mu.max(1.0),
-        "mu {mu} vs {}",
-        state.mu
-    );
-    assert!(
-        (var - state.var).abs() <= 1e-9 * state.var.max(1.0),
-        "var {var} vs {}",
-        state.var
-    );
-    assert!(
-        nonzero_previous > 1_000,
-        "p was 0 on all but {nonzero_previous} calls"
-    );
-    assert!(ttl > 0 && ttl as u64 <= cfg.state_ttl_secs(), "ttl {ttl}");
-    Ok(())
-}
-
-#[tokio::test]
-async fn one_second_acceptance_through_redis() -> redis::RedisResult<()> {
-    let mut conn = redis().await?;
-    let detector = BurstDetector::new(acceptance_config());
-    let base = prefix("acceptance");
-    let mut results = Vec::new();
-    for (i, (per_sec, offset)) in [(10.0, 0), (10.0, 500), (1.0, 0), (1.0, 500)]
-        .into_iter()
-        .enumerate()
-    {
-        let key = format!("{base}burst:{i}");
-        let (events, organic) = acceptance_events(per_sec, true, offset, 41);
-        let mut weights = Vec::with_capacity(events.len());
-        for &(at, _) in &events {
-            weights.push(detector.weight(&mut conn, &key, at).await?);
-        }
-        let _: () = redis::cmd("DEL").arg(&key).query_async(&mut conn).await?;
-        let model = model_weights(&events);
-        let diff = weights
-            .iter()
-            .zip(&model)
-            .map(|(a, b)| (a - b).abs())
-            .max()
-            .unwrap_or(0);
-        results.push((acceptance_outcome(&events, organic, &weights), diff));
-    }
-    for ((gap, ratio), diff) in results {
-        assert!(diff <= 1, "Lua vs model: {diff}");
-        assert!(gap <= 0.05, "damped and raw {gap} apart after 60 s");
-        assert!(ratio <= 0.6, "damped moved {ratio} of the raw move");
-    }
-    Ok(())
-}
-
-#[tokio::test]
-async fn a_fresh_key_gives_full_weight_and_expires() -> redis::RedisResult<()> {
-    let mut conn = redis().await?;
-    let key = format!("{}burst:9", prefix("fresh"));
-    let detector = BurstDetector::new(cfg());
-    let w = detector.weight(&mut conn, &key, 123_456).await?;
-    let ttl: i64 = redis::cmd("TTL").arg(&key).query_async(&mut conn).await?;
-    let _: () = redis::cmd("DEL").arg(&key).query_async(&mut conn).await?;
-    assert_eq!(w, 1000);
-    assert!((57_000..=57_600).contains(&ttl), "ttl {ttl}");
-    Ok(())
 }
