@@ -64,10 +64,12 @@ stage_outbox() {
     psql_q -d "$1" -o /dev/null <<SQL
 SELECT setseed(0.17);
 INSERT INTO rating_events
-    (post_id, d_count, d_score_sum, bucket_out, bucket_in, d_weight_sum, d_weighted_sum)
-SELECT post, CASE WHEN old IS NULL THEN 1 ELSE 0 END, score - coalesce(old, 0), old, score,
+    (post_id, user_id, score, prev_score, weight, prev_weight,
+     d_count, d_score_sum, bucket_out, bucket_in, d_weight_sum, d_weighted_sum)
+SELECT post, g, score, old, w, CASE WHEN old IS NOT NULL THEN w END,
+       CASE WHEN old IS NULL THEN 1 ELSE 0 END, score - coalesce(old, 0), old, score,
        CASE WHEN old IS NULL THEN w ELSE 0 END, (score - coalesce(old, 0)) * w
-FROM (SELECT 1 + floor(random() * $BENCH_EVENT_POSTS)::bigint AS post,
+FROM (SELECT g, 1 + floor(random() * $BENCH_EVENT_POSTS)::bigint AS post,
              floor(random() * 6)::smallint AS score,
              CASE WHEN g % 5 = 0 THEN floor(random() * 6)::smallint END AS old,
              CASE WHEN g % 10 = 0 THEN 250 ELSE 1000 END AS w

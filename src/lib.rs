@@ -9,6 +9,7 @@ pub mod error;
 pub mod events;
 pub mod limits;
 pub mod metrics;
+pub mod model;
 pub mod readiness;
 pub mod reconcile;
 pub mod repair;

@@ -258,7 +258,7 @@ impl Metrics {
     pub fn applied(
         &self,
         report: &crate::stats::ApplyReport,
-        events: &[crate::events::wire::RatingEvent],
+        events: &[crate::model::RatingEvent],
     ) {
         self.events_applied.inc_by(report.applied);
         self.events_duplicate.inc_by(report.duplicates);

@@ -14,11 +14,12 @@ up AS (
         SET score = EXCLUDED.score, weight = EXCLUDED.weight,
             prev_score = r.score, prev_weight = r.weight, updated_at = now()
         WHERE r.score <> EXCLUDED.score
-    RETURNING r.post_id, r.score, r.weight, r.prev_score, r.prev_weight, r.updated_at
+    RETURNING r.post_id, r.user_id, r.score, r.weight, r.prev_score, r.prev_weight, r.updated_at
 ), ev AS (
     INSERT INTO rating_events
-        (post_id, d_count, d_score_sum, bucket_out, bucket_in, d_weight_sum, d_weighted_sum)
-    SELECT post_id,
+        (post_id, user_id, score, prev_score, weight, prev_weight,
+         d_count, d_score_sum, bucket_out, bucket_in, d_weight_sum, d_weighted_sum)
+    SELECT post_id, user_id, score, prev_score, weight, prev_weight,
            CASE WHEN prev_score IS NULL THEN 1 ELSE 0 END,
            score - COALESCE(prev_score, 0),
            prev_score,

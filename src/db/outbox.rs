@@ -9,7 +9,13 @@ use diesel::sql_types::{Array, BigInt, Binary, Int2, Int4, Nullable};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
 use super::{locks, Count, DbResult};
-use crate::events::wire::{RatingEvent, StatsDelta};
+use crate::model::{Change, RatingEvent, StatsDelta};
+
+/// How a batch's events are stored in `relay_batches.payload` (the relay's wire format).
+pub trait BatchCodec {
+    fn encode(&self, events: &[RatingEvent]) -> Vec<u8>;
+    fn decode(&self, payload: &[u8]) -> Result<Vec<RatingEvent>, String>;
+}
 
 /// A stamped batch, ready to deliver: events in sequence order within each partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +44,17 @@ struct Row {
     d_weighted_sum: i32,
     #[diesel(sql_type = diesel::sql_types::Timestamptz)]
     created_at: chrono::DateTime<chrono::Utc>,
+    /// The change itself; NULL in rows written by a release before JSON events.
+    #[diesel(sql_type = Nullable<BigInt>)]
+    user_id: Option<i64>,
+    #[diesel(sql_type = Nullable<Int2>)]
+    score: Option<i16>,
+    #[diesel(sql_type = Nullable<Int2>)]
+    prev_score: Option<i16>,
+    #[diesel(sql_type = Nullable<Int4>)]
+    weight: Option<i32>,
+    #[diesel(sql_type = Nullable<Int4>)]
+    prev_weight: Option<i32>,
 }
 
 impl Row {
@@ -59,14 +76,48 @@ impl Row {
         }
     }
 
+    /// The change as it happened. A row of an older release has only its buckets: the scores,
+    /// without user or weights.
+    fn change(&self) -> Change {
+        match self.user_id {
+            Some(user_id) => Change {
+                event_id: self.id,
+                user_id: Some(user_id),
+                score: self.score,
+                previous_score: self.prev_score,
+                weight: self.weight,
+                previous_weight: self.prev_weight,
+            },
+            None => Change {
+                event_id: self.id,
+                user_id: None,
+                score: self.bucket_in,
+                previous_score: self.bucket_out,
+                weight: None,
+                previous_weight: None,
+            },
+        }
+    }
+
+    /// The stamped event. Its delta is the change's own when the change is complete, so that
+    /// what Kafka carries and what embedded mode applies are one thing; a row of an older
+    /// release keeps its stored delta, at version 0, which the store repairs rather than
+    /// applies once the event has crossed Kafka (where the delta is not carried).
     fn event(&self, partition: i32, seq: i64, version: i64) -> RatingEvent {
+        let change = self.change();
+        let complete = change.is_complete();
         RatingEvent {
             partition,
             seq,
             post_id: self.post_id,
-            version,
+            version: if complete { version } else { 0 },
             committed_ms: self.created_at.timestamp_millis(),
-            delta: self.delta(),
+            delta: if complete {
+                change.delta()
+            } else {
+                self.delta()
+            },
+            change: Some(change),
         }
     }
 }
@@ -92,14 +143,18 @@ struct BatchRow {
 
 /// Batches stamped by an earlier leader that stopped before they were delivered, oldest
 /// first: they are delivered again before anything new is stamped.
-pub async fn pending_batches(conn: &mut AsyncPgConnection) -> DbResult<Vec<Batch>> {
+pub async fn pending_batches(
+    conn: &mut AsyncPgConnection,
+    codec: &(dyn BatchCodec + Sync),
+) -> DbResult<Vec<Batch>> {
     let rows: Vec<BatchRow> =
         diesel::sql_query("SELECT id, payload FROM relay_batches ORDER BY id")
             .load(conn)
             .await?;
     rows.into_iter()
         .map(|r| {
-            let events = RatingEvent::decode_all(&r.payload)
+            let events = codec
+                .decode(&r.payload)
                 .map_err(|e| super::DbError::Unreadable(format!("relay batch {}: {e}", r.id)))?;
             Ok(Batch { id: r.id, events })
         })
@@ -114,6 +169,7 @@ pub async fn stamp(
     conn: &mut AsyncPgConnection,
     partitions: i32,
     limit: i64,
+    codec: &(dyn BatchCodec + Sync),
 ) -> DbResult<Option<Batch>> {
     conn.transaction(async |conn| {
         diesel::sql_query("SELECT pg_advisory_xact_lock($1)")
@@ -124,7 +180,8 @@ pub async fn stamp(
             "DELETE FROM rating_events WHERE id IN
                  (SELECT id FROM rating_events ORDER BY id LIMIT $1)
              RETURNING id, post_id, d_count, d_score_sum, bucket_out, bucket_in,
-                       d_weight_sum, d_weighted_sum, created_at",
+                       d_weight_sum, d_weighted_sum, created_at,
+                       user_id, score, prev_score, weight, prev_weight",
         )
         .bind::<BigInt, _>(limit)
         .load(conn)
@@ -148,7 +205,7 @@ pub async fn stamp(
             .collect();
         // Grouped by partition, in sequence order: the order of delivery.
         events.sort_by_key(|e| (e.partition, e.seq));
-        let payload = RatingEvent::encode_all(&events);
+        let payload = codec.encode(&events);
         let id: i64 = diesel::insert_into(super::schema::relay_batches::table)
             .values((
                 super::schema::relay_batches::events.eq(events.len() as i32),

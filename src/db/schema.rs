@@ -28,6 +28,11 @@ diesel::table! {
         d_weight_sum -> Int4,
         d_weighted_sum -> Int4,
         created_at -> Timestamptz,
+        user_id -> Nullable<Int8>,
+        score -> Nullable<Int2>,
+        prev_score -> Nullable<Int2>,
+        weight -> Nullable<Int4>,
+        prev_weight -> Nullable<Int4>,
     }
 }
 

@@ -8,8 +8,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
 use crate::events::kafka::{ensure_topic, run_consumer, ConsumerConfig, ConsumerStats};
-use crate::events::wire::RatingEvent;
 use crate::metrics::Metrics;
+use crate::model::RatingEvent;
 use crate::stats::StatsStore;
 
 pub struct StatsConsumer {

@@ -14,8 +14,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::db::{self, outbox, DbError};
 use crate::events::kafka::{ensure_topic, KafkaError, Publisher, PublisherConfig};
-use crate::events::wire::RatingEvent;
+use crate::events::wire;
 use crate::metrics::Metrics;
+use crate::model::RatingEvent;
 use crate::stats::StatsStore;
 
 /// Where stamped events go.
@@ -158,7 +159,7 @@ impl Relay {
             return Ok(Lead::Follower);
         }
         log::info!("relay: leading");
-        for batch in outbox::pending_batches(&mut conn).await? {
+        for batch in outbox::pending_batches(&mut conn, &wire::Codec).await? {
             log::info!(
                 "relay: delivering {} events stamped by an earlier leader",
                 batch.events.len()
@@ -170,7 +171,8 @@ impl Relay {
             }
         }
         loop {
-            let Some(batch) = outbox::stamp(&mut conn, self.partitions, self.batch_size).await?
+            let Some(batch) =
+                outbox::stamp(&mut conn, self.partitions, self.batch_size, &wire::Codec).await?
             else {
                 if shutdown.is_cancelled() {
                     return Ok(Lead::Done);

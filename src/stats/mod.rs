@@ -11,7 +11,7 @@ pub use repairs::{Cause, RepairQueue};
 pub use store::{ApplyReport, StatsStore, StoredStats};
 
 /// A post's totals: the sum of every delta applied to it (same ten integers).
-pub type PostStats = crate::events::wire::StatsDelta;
+pub type PostStats = crate::model::StatsDelta;
 
 /// Whether `s` could be the stats of some set of ratings: no negative value, a histogram
 /// that sums to the count and to the score sum, weights in 0..=1000 each. Anything else

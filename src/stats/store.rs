@@ -15,7 +15,7 @@ use redis::{RedisError, Script};
 
 use super::repairs::{Cause, RepairQueue};
 use super::{PostStats, StatsError};
-use crate::events::wire::RatingEvent;
+use crate::model::RatingEvent;
 use crate::worker::PerWorker;
 
 const FIELDS: [&str; 10] = ["c", "s", "h0", "h1", "h2", "h3", "h4", "h5", "w", "ws"];
@@ -559,7 +559,7 @@ fn segments(events: &[RatingEvent]) -> Vec<Segment<'_>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::wire::StatsDelta;
+    use crate::model::StatsDelta;
 
     fn ev(partition: i32, seq: i64) -> RatingEvent {
         RatingEvent {
@@ -569,6 +569,7 @@ mod tests {
             version: seq,
             committed_ms: 0,
             delta: StatsDelta::default(),
+            change: None,
         }
     }
 

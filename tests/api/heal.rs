@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use diesel_async::RunQueryDsl;
 use post_rate::db::outbox;
-use post_rate::events::wire::RatingEvent;
+use post_rate::model::RatingEvent;
 use serde_json::Value;
 
 use crate::common::{test_settings, TestApp, JWT_SECRET};
@@ -223,10 +223,15 @@ async fn events_written_before_versions_existed_drain_exactly() {
     assert_eq!(traffic.stop().await.server_errors, 0);
     // Stamp the outbox as an older relay did: format 1 payloads, no post versions.
     let mut conn = writer.db().await;
-    let batch = outbox::stamp(&mut conn, settings.kafka_partitions, 100_000)
-        .await
-        .unwrap()
-        .expect("events to stamp");
+    let batch = outbox::stamp(
+        &mut conn,
+        settings.kafka_partitions,
+        100_000,
+        &post_rate::events::wire::Codec,
+    )
+    .await
+    .unwrap()
+    .expect("events to stamp");
     let old: Vec<u8> = batch
         .events
         .iter()

@@ -66,4 +66,7 @@ async fn many_users_rerating_concurrently_match_the_table() {
     for post in posts {
         app.assert_exact(post).await;
     }
+    // Exact by applying each event once, not by a repair.
+    assert_eq!(app.metric("post_rate_events_unfollowed_total").await, 0.0);
+    assert_eq!(app.metric("post_rate_events_gap_total").await, 0.0);
 }

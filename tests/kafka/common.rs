@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use post_rate::events::kafka::{self, ConsumerConfig, ConsumerStats};
-use post_rate::events::wire::{RatingEvent, StatsDelta};
+use post_rate::model::{Change, RatingEvent};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
@@ -82,17 +82,22 @@ pub fn events(partition: i32, first_seq: i64, count: usize) -> Vec<RatingEvent> 
     (0..count as i64)
         .map(|i| {
             let seq = first_seq + i;
+            let change = Change {
+                event_id: seq,
+                user_id: Some(seq),
+                score: Some((seq % 6) as i16),
+                previous_score: None,
+                weight: Some(1000),
+                previous_weight: None,
+            };
             RatingEvent {
                 partition,
                 seq,
                 post_id: 1000 + seq % 50,
                 version: seq,
-                committed_ms: 0,
-                delta: StatsDelta {
-                    count: 1,
-                    score_sum: seq % 6,
-                    ..StatsDelta::default()
-                },
+                committed_ms: 1_764_000_000_000 + seq,
+                delta: change.delta(),
+                change: Some(change),
             }
         })
         .collect()

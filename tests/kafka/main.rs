@@ -4,6 +4,7 @@
 #[path = "../api/common.rs"]
 mod app;
 mod common;
+mod events;
 mod heal;
 #[path = "../api/losses.rs"]
 mod losses;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use futures::future::join_all;
 use post_rate::config::Settings;
 use post_rate::events::kafka;
-use post_rate::events::wire::RatingEvent;
+use post_rate::model::RatingEvent;
 use reqwest::StatusCode;
 
 use crate::app::{test_settings, TestApp, User};
@@ -70,24 +70,32 @@ async fn stats_are_exact_through_kafka_and_duplicates_are_skipped() {
     app.wait_exact(&posts, EXACT_WITHIN).await;
     let applied = app.metric("post_rate_events_applied_total").await;
     assert!(applied > 0.0);
+    // Every event through Kafka said enough to be applied: none was left to a repair.
+    assert_eq!(app.metric("post_rate_events_unfollowed_total").await, 0.0);
+    assert_eq!(app.metric("post_rate_events_gap_total").await, 0.0);
 
     // A relay that crashed after publishing publishes again: the same stamped events reach
     // the topic twice. Replay some that were already applied.
     let replay: Vec<RatingEvent> = (1..=5)
         .flat_map(|seq| {
-            (0..4).map(move |partition| RatingEvent {
-                partition,
-                seq,
-                post_id: 1,
-                version: seq,
-                committed_ms: 0,
-                delta: post_rate::events::wire::StatsDelta {
-                    count: 1,
-                    score_sum: 5,
-                    hist: [0, 0, 0, 0, 0, 1],
-                    weight_sum: 1000,
-                    weighted_sum: 5000,
-                },
+            (0..4).map(move |partition| {
+                let change = post_rate::model::Change {
+                    event_id: seq,
+                    user_id: Some(1),
+                    score: Some(5),
+                    previous_score: None,
+                    weight: Some(1000),
+                    previous_weight: None,
+                };
+                RatingEvent {
+                    partition,
+                    seq,
+                    post_id: 1,
+                    version: seq,
+                    committed_ms: 0,
+                    delta: change.delta(),
+                    change: Some(change),
+                }
             })
         })
         .collect();

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::*;
 use post_rate::events::kafka::{self, Publisher, PublisherConfig};
-use post_rate::events::wire::RatingEvent;
+use post_rate::model::RatingEvent;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 

@@ -17,7 +17,7 @@ use rdkafka::{ClientConfig, ClientContext};
 use tokio_util::sync::CancellationToken;
 
 use super::KafkaError;
-use crate::events::wire::RatingEvent;
+use crate::model::RatingEvent;
 use batch::Batch;
 
 mod batch;

@@ -1,14 +1,36 @@
 //! The relay's producer: publishes a stamped batch to explicit partitions and waits for acks.
+//! Each message is the event's JSON, keyed by the post id as a decimal string, with headers
+//! naming its type, schema version and content type.
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use rdkafka::error::{KafkaError as RdKafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 
 use super::KafkaError;
-use crate::events::wire::RatingEvent;
+use crate::events::wire;
+use crate::model::RatingEvent;
+
+/// The headers every message carries.
+fn headers() -> OwnedHeaders {
+    let schema = wire::json::SCHEMA_VERSION.to_string();
+    OwnedHeaders::new_with_capacity(3)
+        .insert(Header {
+            key: wire::HEADER_EVENT_TYPE,
+            value: Some(wire::json::EVENT_TYPE),
+        })
+        .insert(Header {
+            key: wire::HEADER_SCHEMA_VERSION,
+            value: Some(schema.as_str()),
+        })
+        .insert(Header {
+            key: wire::HEADER_CONTENT_TYPE,
+            value: Some(wire::CONTENT_TYPE),
+        })
+}
 
 /// Producer settings. `new` gives the defaults; the fields are public for the service's config.
 #[derive(Debug, Clone)]
@@ -117,16 +139,18 @@ impl Publisher {
         // One key buffer for the whole batch: librdkafka copies key and payload on send.
         let mut key = String::with_capacity(20);
         let queue_deadline = Instant::now() + self.message_timeout;
+        let headers = headers();
 
         'events: for event in events {
             key.clear();
             // Writing an integer into a String cannot fail.
             let _ = write!(key, "{}", event.post_id);
-            let payload = event.encode();
+            let payload = wire::encode(event);
             let mut record = FutureRecord::to(&self.topic)
                 .partition(event.partition)
                 .key(key.as_str())
-                .payload(&payload);
+                .payload(&payload)
+                .headers(headers.clone());
             loop {
                 match self.producer.send_result(record) {
                     Ok(delivery) => {

@@ -7,7 +7,7 @@ use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::ConsumerStats;
-use crate::events::wire::RatingEvent;
+use crate::model::RatingEvent;
 
 /// The messages read but not yet applied.
 #[derive(Default)]
@@ -40,7 +40,7 @@ impl Batch {
             Some((_, o)) => *o = (*o).max(offset),
             None => self.offsets.push((partition, offset)),
         }
-        match msg.payload().map(RatingEvent::decode) {
+        match msg.payload().map(crate::events::wire::decode) {
             Some(Ok(event)) => self.entries.push((partition, event)),
             Some(Err(e)) => {
                 stats.undecodable.fetch_add(1, Ordering::Relaxed);
