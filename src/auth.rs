@@ -1,90 +1,18 @@
-//! Passwords (argon2id, hashed off the async workers), signed expiring tokens (JWT HS256)
-//! and the bearer extractors built on actix-web-httpauth.
+//! Passwords (argon2id, on their own threads: [`password`]), signed expiring tokens
+//! (JWT HS256) and the bearer extractors built on actix-web-httpauth.
+
+pub mod password;
 
 use std::future::{ready, Ready};
-use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use actix_web::{dev::Payload, http::header, web, FromRequest, HttpRequest};
 use actix_web_httpauth::extractors::bearer::BearerAuth;
-use argon2::password_hash::{rand_core::OsRng, PasswordHash, SaltString};
-use argon2::{Argon2, PasswordHasher, PasswordVerifier};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
 use crate::server::AppState;
-
-/// argon2id with the crate's defaults (m = 19 MiB, t = 2, p = 1), the OWASP baseline.
-fn argon2() -> Argon2<'static> {
-    Argon2::default()
-}
-
-/// At most one hash per core at a time: each takes 19 MiB and a core for tens of
-/// milliseconds, so unbounded sign-ups would only queue blocking threads and memory. Callers
-/// beyond it wait their turn.
-fn hashing_permits() -> &'static tokio::sync::Semaphore {
-    static PERMITS: OnceLock<tokio::sync::Semaphore> = OnceLock::new();
-    PERMITS.get_or_init(|| {
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        tokio::sync::Semaphore::new(cores)
-    })
-}
-
-/// Runs one argon2 computation on the blocking pool, within the permits.
-async fn hashing<T: Send + 'static>(
-    work: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, ApiError> {
-    let _permit = hashing_permits()
-        .acquire()
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))
-}
-
-pub async fn hash_password(password: String) -> Result<String, ApiError> {
-    hashing(move || {
-        let salt = SaltString::generate(&mut OsRng);
-        argon2()
-            .hash_password(password.as_bytes(), &salt)
-            .map(|h| h.to_string())
-    })
-    .await?
-    .map_err(|e| ApiError::Internal(e.to_string()))
-}
-
-/// A hash of a random password, checked against when the user does not exist so that an
-/// unknown user and a wrong password take the same time.
-fn decoy_hash() -> &'static str {
-    static DECOY: OnceLock<String> = OnceLock::new();
-    DECOY.get_or_init(|| {
-        let salt = SaltString::generate(&mut OsRng);
-        let password: [u8; 16] = rand::random();
-        argon2()
-            .hash_password(&password, &salt)
-            .map(|h| h.to_string())
-            .unwrap_or_default()
-    })
-}
-
-/// Checks a password against a stored hash (or the decoy when `hash` is `None`).
-pub async fn verify_password(password: String, hash: Option<String>) -> Result<bool, ApiError> {
-    hashing(move || {
-        let known = hash.is_some();
-        let hash = hash.unwrap_or_else(|| decoy_hash().to_owned());
-        let ok = PasswordHash::new(&hash)
-            .map(|parsed| {
-                argon2()
-                    .verify_password(password.as_bytes(), &parsed)
-                    .is_ok()
-            })
-            .unwrap_or(false);
-        known && ok
-    })
-    .await
-}
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Claims {

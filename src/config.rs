@@ -85,10 +85,19 @@ pub struct Settings {
     /// `RATE_LIMIT_AUTH_PER_MIN` [30]: register and token requests per client address; 0 disables.
     pub rate_limit_auth_per_min: u32,
     /// `RATE_LIMIT_TRUST_FORWARDED_FOR` [false]: the client address is the last
-    /// `X-Forwarded-For` entry (set it only behind a proxy that appends it).
+    /// `X-Forwarded-For` entry, 400 when it is not an address (set it only behind a proxy
+    /// that appends it).
     pub rate_limit_trust_forwarded_for: bool,
     /// `APP_ENV` [development]: `production` refuses insecure settings.
     pub production: bool,
+    /// What a client can make the service spend (DESIGN §8.6); see the README's "Security".
+    pub edges: EdgeLimits,
+    /// `PASSWORD_HASH_THREADS` [number of cores]: threads that hash and check passwords,
+    /// each holding 19 MiB of argon2 memory once it has worked.
+    pub password_hash_threads: usize,
+    /// `PASSWORD_HASH_QUEUE` [16 per hashing thread]: sign-ups and sign-ins that may wait for
+    /// a hashing thread; beyond it, 503 with `Retry-After` at once.
+    pub password_hash_queue: usize,
     /// Self-healing of the stats (see `crate::repair`).
     pub heal: HealSettings,
 }
@@ -112,6 +121,57 @@ pub struct HealSettings {
     /// `PIPELINE_STUCK_SECS` [30]: `/readyz` reports the pipeline stuck when the oldest
     /// undelivered event is older than this.
     pub pipeline_stuck: Duration,
+}
+
+/// Connection limits and timeouts, one per phase of a connection.
+#[derive(Debug, Clone)]
+pub struct EdgeLimits {
+    /// `HTTP_HEADER_TIMEOUT_MS` [5000]: time to send a request's head, from the connection's
+    /// start (408) or, on a kept-alive connection, from the previous answer on top of the
+    /// keep-alive time (the connection is closed).
+    pub header_timeout: Duration,
+    /// `HTTP_KEEP_ALIVE_MS` [5000]: how long an idle connection is kept open; 0 closes each
+    /// connection after one answer.
+    pub keep_alive: Duration,
+    /// `HTTP_BODY_TIMEOUT_MS` [10000]: time for the whole request body, from the head (408).
+    pub body_timeout: Duration,
+    /// `HTTP_BODY_MIN_BYTES_PER_SEC` [1024]: a body must keep coming at least this fast once
+    /// 2 s have passed (408); 0 disables.
+    pub body_min_rate: u64,
+    /// `HTTP_REQUEST_TIMEOUT_MS` [30000]: from a request's head to the last byte of its
+    /// answer handed to the socket; a connection past it is closed without an answer (a
+    /// client that does not read its answer, say).
+    pub request_timeout: Duration,
+    /// `HTTP_DISCONNECT_TIMEOUT_MS` [1000]: how long a closing connection may linger.
+    pub disconnect_timeout: Duration,
+    /// `HTTP_SHUTDOWN_TIMEOUT_SECS` [10]: how long a stopping server waits for requests in
+    /// flight.
+    pub shutdown_timeout_secs: u64,
+    /// `HTTP_MAX_CONNECTIONS` [2000]: open connections per HTTP worker; beyond it the worker
+    /// stops accepting until one closes. Each takes two file descriptors (the start-up log
+    /// warns when the open-file limit is lower than the workers' total).
+    pub max_connections: usize,
+    /// `HTTP_MAX_HEADER_BYTES` [16384]: a request's target and headers together (431 over
+    /// it). actix-web itself reads at most 128 KiB of head and 96 headers.
+    pub max_header_bytes: usize,
+}
+
+impl EdgeLimits {
+    fn from_env() -> Result<Self, ConfigError> {
+        let optional_millis =
+            |name, default| parse_range(name, default, 0, 3_600_000).map(Duration::from_millis);
+        Ok(EdgeLimits {
+            header_timeout: millis("HTTP_HEADER_TIMEOUT_MS", 5000)?,
+            keep_alive: optional_millis("HTTP_KEEP_ALIVE_MS", 5000)?,
+            body_timeout: millis("HTTP_BODY_TIMEOUT_MS", 10_000)?,
+            body_min_rate: parse_range("HTTP_BODY_MIN_BYTES_PER_SEC", 1024, 0, 1 << 30)?,
+            request_timeout: millis("HTTP_REQUEST_TIMEOUT_MS", 30_000)?,
+            disconnect_timeout: millis("HTTP_DISCONNECT_TIMEOUT_MS", 1000)?,
+            shutdown_timeout_secs: parse_range("HTTP_SHUTDOWN_TIMEOUT_SECS", 10, 0, 3600)?,
+            max_connections: parse_range("HTTP_MAX_CONNECTIONS", 2000, 1, 1_000_000)?,
+            max_header_bytes: parse_range("HTTP_MAX_HEADER_BYTES", 16_384, 1024, 131_072)?,
+        })
+    }
 }
 
 fn var(name: &'static str) -> Option<String> {
@@ -206,6 +266,7 @@ impl Settings {
             None => (rand::random::<[u8; 32]>().to_vec(), true),
         };
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let hash_threads = parse_range("PASSWORD_HASH_THREADS", cores, 1, 256)?;
         Ok(Settings {
             database_url: var("DATABASE_URL")
                 .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/post_rate".into()),
@@ -250,6 +311,9 @@ impl Settings {
             rate_limit_auth_per_min: parse_range("RATE_LIMIT_AUTH_PER_MIN", 30, 0, 1_000_000)?,
             rate_limit_trust_forwarded_for: parse_bool("RATE_LIMIT_TRUST_FORWARDED_FOR", false)?,
             production,
+            edges: EdgeLimits::from_env()?,
+            password_hash_threads: hash_threads,
+            password_hash_queue: parse_range("PASSWORD_HASH_QUEUE", 16 * hash_threads, 0, 100_000)?,
             heal: HealSettings {
                 grace: secs("STATS_REPAIR_GRACE_SECS", 10, 1)?,
                 audit_interval: secs("STATS_AUDIT_INTERVAL_SECS", 10, 0)?,

@@ -36,6 +36,12 @@ pub enum ApiError {
     Conflict(String),
     #[error("request body is larger than the 256 KiB limit")]
     PayloadTooLarge,
+    /// The body did not arrive within HTTP_BODY_TIMEOUT_MS or below its minimum rate.
+    #[error("the request did not arrive in time")]
+    RequestTimeout,
+    /// Target and headers over HTTP_MAX_HEADER_BYTES.
+    #[error("the request's target and headers are larger than the limit")]
+    HeadersTooLarge,
     #[error("{0}")]
     UnsupportedMediaType(String),
     #[error("request has invalid fields")]
@@ -46,6 +52,9 @@ pub enum ApiError {
     /// A dependency (PostgreSQL, Redis) is down; the cause is logged, never sent.
     #[error("{0} is unavailable")]
     Unavailable(&'static str),
+    /// Expensive work (password hashing) is at capacity: refused at once, not queued.
+    #[error("{0} is at capacity; retry shortly")]
+    Busy(&'static str),
     /// A bug: logged with its cause, answered without detail.
     #[error("internal error")]
     Internal(String),
@@ -60,6 +69,11 @@ impl ApiError {
         ApiError::NotFound("post not found".into())
     }
 
+    /// A valid token whose user row no longer exists: the caller is not signed in.
+    pub fn user_gone() -> Self {
+        ApiError::Unauthorized("the token's user does not exist")
+    }
+
     fn slug_and_title(&self) -> (&'static str, &'static str) {
         match self {
             ApiError::BadRequest(_) => ("bad-request", "Bad Request"),
@@ -69,12 +83,15 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => ("method-not-allowed", "Method Not Allowed"),
             ApiError::Conflict(_) => ("conflict", "Conflict"),
             ApiError::PayloadTooLarge => ("payload-too-large", "Payload Too Large"),
+            ApiError::RequestTimeout => ("request-timeout", "Request Timeout"),
+            ApiError::HeadersTooLarge => ("headers-too-large", "Request Header Fields Too Large"),
             ApiError::UnsupportedMediaType(_) => {
                 ("unsupported-media-type", "Unsupported Media Type")
             }
             ApiError::Validation(_) => ("validation-error", "Unprocessable Content"),
             ApiError::TooManyRequests { .. } => ("too-many-requests", "Too Many Requests"),
             ApiError::Unavailable(_) => ("service-unavailable", "Service Unavailable"),
+            ApiError::Busy(_) => ("overloaded", "Service Unavailable"),
             ApiError::Internal(_) => ("internal-error", "Internal Server Error"),
         }
     }
@@ -104,10 +121,12 @@ impl ResponseError for ApiError {
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            ApiError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -148,7 +167,7 @@ impl ResponseError for ApiError {
             ApiError::TooManyRequests { retry_after_secs } => {
                 builder.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
             }
-            ApiError::Unavailable(_) => {
+            ApiError::Unavailable(_) | ApiError::Busy(_) => {
                 builder.insert_header((header::RETRY_AFTER, "1"));
             }
             _ => {}

@@ -10,6 +10,7 @@ pub mod events;
 pub mod limits;
 pub mod metrics;
 pub mod model;
+pub mod readiness;
 pub mod reconcile;
 pub mod repair;
 pub mod server;

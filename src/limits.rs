@@ -15,11 +15,18 @@
 //! the limit; set the per-instance value accordingly, or route clients stickily.
 //!
 //! The client address is the TCP peer. Behind a proxy every request comes from the proxy,
-//! so `RATE_LIMIT_TRUST_FORWARDED_FOR=true` takes the last address of `X-Forwarded-For`
-//! instead: the one your own proxy appended, which a client cannot forge. Leave it off
-//! when clients reach the service directly, or they could pick their own address.
+//! so `RATE_LIMIT_TRUST_FORWARDED_FOR=true` takes the last entry of `X-Forwarded-For`
+//! instead: the one your own proxy appended, which a client cannot forge. It may be written
+//! `ip`, `ip:port`, `[v6]:port`, `[v6]` or a bare IPv6 address; when it is none of these the
+//! request is refused with 400 rather than keyed by an entry the client may have written.
+//! A request without the header (a health check that bypasses the proxy) is keyed by the
+//! peer. Leave the setting off when clients reach the service directly, or they could pick
+//! their own address.
+//!
+//! An IPv6 client is keyed by its /64: one host usually holds a whole /64 and can pick any
+//! address in it, so keying by the exact address would give it a fresh allowance per address.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::Weak;
 use std::time::Duration;
@@ -38,6 +45,7 @@ use crate::server::AppState;
 /// The per-instance limiters; `None` where the limit is disabled.
 pub struct RateLimits {
     writes: Option<DefaultKeyedRateLimiter<i64>>,
+    /// Keyed by [`client_key`].
     auth: Option<DefaultKeyedRateLimiter<IpAddr>>,
     trust_forwarded_for: bool,
     clock: DefaultClock,
@@ -91,27 +99,33 @@ impl RateLimits {
         if self.auth.is_none() {
             return Ok(());
         }
-        match self.client_addr(req) {
-            Some(addr) => self.check(self.auth.as_ref(), &addr),
+        match self.client_addr(req)? {
+            Some(addr) => self.check(self.auth.as_ref(), &client_key(addr)),
             // Only a Unix-socket or test request has no peer: nothing to key it by.
             None => Ok(()),
         }
     }
 
-    fn client_addr(&self, req: &HttpRequest) -> Option<IpAddr> {
-        if self.trust_forwarded_for {
-            let forwarded = req
-                .headers()
-                .get_all("x-forwarded-for")
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split(','))
-                .filter_map(|a| a.trim().parse::<IpAddr>().ok())
-                .last();
-            if forwarded.is_some() {
-                return forwarded;
-            }
+    /// The peer, or with `trust_forwarded_for` the hop the proxy appended (400 when it
+    /// cannot be read).
+    fn client_addr(&self, req: &HttpRequest) -> Result<Option<IpAddr>, ApiError> {
+        let peer = req.peer_addr().map(|a| a.ip());
+        if !self.trust_forwarded_for {
+            return Ok(peer);
         }
-        req.peer_addr().map(|a| a.ip())
+        // Header lines combine in order, so the last entry of the last line is the hop the
+        // nearest proxy appended.
+        let Some(line) = req.headers().get_all("x-forwarded-for").last() else {
+            return Ok(peer);
+        };
+        line.to_str()
+            .ok()
+            .and_then(|l| l.rsplit(',').next())
+            .and_then(parse_hop)
+            .map(Some)
+            .ok_or_else(|| {
+                ApiError::BadRequest("the last X-Forwarded-For entry is not an address".into())
+            })
     }
 
     /// Drops the state of keys that are back to a full allowance (they would behave the
@@ -140,6 +154,38 @@ impl RateLimits {
                 },
             }
         }
+    }
+}
+
+/// One `X-Forwarded-For` entry: `ip`, `ip:port`, `[v6]:port`, `[v6]` or a bare IPv6
+/// address (quotes, as RFC 7239 writes them, are allowed around it).
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    let hop = hop.trim();
+    let hop = hop
+        .strip_prefix('"')
+        .and_then(|h| h.strip_suffix('"'))
+        .unwrap_or(hop);
+    if let Ok(ip) = hop.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    if let Ok(addr) = hop.parse::<SocketAddr>() {
+        return Some(addr.ip());
+    }
+    hop.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .and_then(|h| h.parse::<Ipv6Addr>().ok())
+        .map(IpAddr::V6)
+}
+
+/// What the auth limit is keyed by: an IPv4 address (IPv4-mapped IPv6 included) as it is,
+/// an IPv6 address by its /64.
+fn client_key(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
+        },
     }
 }
 
@@ -219,17 +265,20 @@ mod tests {
         }
     }
 
+    fn forwarded(peer: &str, lines: &[&str]) -> HttpRequest {
+        let mut req = TestRequest::default().peer_addr(peer.parse().unwrap());
+        for line in lines {
+            req = req.append_header(("x-forwarded-for", *line));
+        }
+        req.to_http_request()
+    }
+
     #[test]
     fn client_address_is_the_peer_unless_forwarded_for_is_trusted() {
-        let req = || {
-            TestRequest::default()
-                .peer_addr("10.0.0.1:5000".parse().unwrap())
-                .insert_header(("x-forwarded-for", "203.0.113.9, 198.51.100.7"))
-                .to_http_request()
-        };
+        let req = || forwarded("10.0.0.1:5000", &["203.0.113.9, 198.51.100.7"]);
         let direct = RateLimits::new(0, 1, false);
         assert_eq!(
-            direct.client_addr(&req()),
+            direct.client_addr(&req()).unwrap(),
             Some("10.0.0.1".parse().unwrap())
         );
         direct.check_auth(&req()).unwrap();
@@ -241,18 +290,90 @@ mod tests {
         let proxied = RateLimits::new(0, 1, true);
         // The last hop is the one the trusted proxy appended.
         assert_eq!(
-            proxied.client_addr(&req()),
+            proxied.client_addr(&req()).unwrap(),
             Some("198.51.100.7".parse().unwrap())
         );
         proxied.check_auth(&req()).unwrap();
-        let other_client = TestRequest::default()
-            .peer_addr("10.0.0.1:5000".parse().unwrap())
-            .insert_header(("x-forwarded-for", "198.51.100.8"))
-            .to_http_request();
         proxied
-            .check_auth(&other_client)
+            .check_auth(&forwarded("10.0.0.1:5000", &["198.51.100.8"]))
             .expect("a different client behind the same proxy");
         assert!(proxied.check_auth(&req()).is_err());
+        // No header at all (a caller that bypasses the proxy): the peer.
+        assert_eq!(
+            proxied
+                .client_addr(&forwarded("10.0.0.2:5000", &[]))
+                .unwrap(),
+            Some("10.0.0.2".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn the_appended_hop_is_read_in_every_form() {
+        let proxied = RateLimits::new(0, 1, true);
+        let v6: IpAddr = "2001:db8::7".parse().unwrap();
+        for (lines, want) in [
+            (
+                vec!["1.2.3.4, 198.51.100.7:41234"],
+                "198.51.100.7".parse().unwrap(),
+            ),
+            (
+                vec!["1.2.3.4,198.51.100.7"],
+                "198.51.100.7".parse().unwrap(),
+            ),
+            (vec!["1.2.3.4, [2001:db8::7]:443"], v6),
+            (vec!["1.2.3.4, [2001:db8::7]"], v6),
+            (vec!["1.2.3.4, 2001:db8::7"], v6),
+            (vec!["1.2.3.4, \"[2001:db8::7]:443\""], v6),
+            // A second line is appended after the first: its last entry wins.
+            (
+                vec!["9.9.9.9, 8.8.8.8", "198.51.100.7"],
+                "198.51.100.7".parse().unwrap(),
+            ),
+        ] {
+            let req = forwarded("10.0.0.1:5000", &lines);
+            assert_eq!(proxied.client_addr(&req).unwrap(), Some(want), "{lines:?}");
+        }
+    }
+
+    #[test]
+    fn an_unreadable_appended_hop_is_refused_never_replaced_by_an_earlier_one() {
+        let proxied = RateLimits::new(0, 1, true);
+        for line in [
+            "203.0.113.9, unknown",
+            "203.0.113.9, ",
+            "203.0.113.9, _hidden",
+            "203.0.113.9, 198.51.100.7:notaport",
+            "203.0.113.9, [2001:db8::7",
+        ] {
+            let req = forwarded("10.0.0.1:5000", &[line]);
+            assert!(
+                matches!(proxied.client_addr(&req), Err(ApiError::BadRequest(_))),
+                "{line}"
+            );
+            assert!(proxied.check_auth(&req).is_err(), "{line}");
+        }
+    }
+
+    #[test]
+    fn ipv6_clients_are_keyed_by_their_64() {
+        let proxied = RateLimits::new(0, 1, true);
+        proxied
+            .check_auth(&forwarded("10.0.0.1:5000", &["[2001:db8:1:2::1]:5000"]))
+            .unwrap();
+        assert!(
+            proxied
+                .check_auth(&forwarded("10.0.0.1:5000", &["2001:db8:1:2:ffff::9"]))
+                .is_err(),
+            "another address of the same /64"
+        );
+        proxied
+            .check_auth(&forwarded("10.0.0.1:5000", &["2001:db8:1:3::1"]))
+            .expect("the next /64 is another client");
+        // An IPv4-mapped peer is the IPv4 client it stands for.
+        assert_eq!(
+            client_key("::ffff:192.0.2.1".parse().unwrap()),
+            "192.0.2.1".parse::<IpAddr>().unwrap()
+        );
     }
 
     #[test]

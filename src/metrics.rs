@@ -8,7 +8,8 @@ use prometheus::{
 
 pub struct Metrics {
     registry: Registry,
-    /// `post_rate_http_requests_total{method,route,status}`; `route` is the route pattern.
+    /// `post_rate_http_requests_total{method,route,status}`; `route` is the route pattern and
+    /// `method` a standard method or `OTHER` (labels from a closed set, see `api::observe`).
     pub http_requests: IntCounterVec,
     /// `post_rate_http_request_duration_seconds{method,route}`.
     pub http_duration: HistogramVec,
@@ -25,6 +26,8 @@ pub struct Metrics {
     pub event_lag: Histogram,
     pub cache_hits: IntCounter,
     pub cache_misses: IntCounter,
+    /// Sign-ups and sign-ins refused because the password hashing queue was full.
+    pub passwords_shed: IntCounter,
     /// Set at scrape time.
     pub outbox_pending: IntGauge,
     /// Self-healing (see `crate::repair`).
@@ -237,6 +240,11 @@ impl Metrics {
                 r,
                 "post_rate_stats_cache_misses_total",
                 "Stats reads that went to Redis.",
+            ),
+            passwords_shed: counter(
+                r,
+                "post_rate_password_hashing_shed_total",
+                "Sign-ups and sign-ins refused with 503 because the password hashing queue was full.",
             ),
             consumer_batch_size,
             event_lag,

@@ -10,20 +10,24 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use actix_web::dev::ServerHandle;
+use actix_web::http::KeepAlive;
 use actix_web::{web, App, HttpServer};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::api::connection::Deadlines;
 use crate::api::cursor::CursorCodec;
+use crate::auth::password::HashPool;
 use crate::auth::TokenKeys;
 use crate::config::Settings;
 use crate::db::{self, PgPool, PooledConn};
 use crate::error::ApiError;
 use crate::events::consumer::StatsConsumer;
-use crate::events::kafka::ConsumerStats;
+use crate::events::kafka::{BrokerProbe, ConsumerStats};
 use crate::events::relay::{KafkaSink, Relay, Sink};
 use crate::limits::RateLimits;
 use crate::metrics::Metrics;
+use crate::readiness::Readiness;
 use crate::repair::audit::Auditor;
 use crate::repair::{PipelineHealth, Repairer};
 use crate::stats::burst::BurstDetector;
@@ -32,9 +36,6 @@ use crate::worker::{PerWorker, Slots};
 
 /// A background task's body, as its supervisor starts it.
 type TaskFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
-
-pub type Probe =
-    Box<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
 
 pub struct AppState {
     pub settings: Settings,
@@ -51,8 +52,10 @@ pub struct AppState {
     pub limits: Arc<RateLimits>,
     /// How often `/metrics` counts the outbox.
     pub outbox_gauge: crate::api::health::Throttle,
-    /// Readiness check of the broker, when one is configured.
-    pub kafka_probe: Option<Probe>,
+    /// `/readyz`: the named checks and their latest snapshot.
+    pub readiness: Readiness,
+    /// `PASSWORD_HASH_*`: the argon2 threads and their queue.
+    pub passwords: HashPool,
     /// The stats consumer's counters, when this instance runs one.
     pub consumer_stats: Option<Arc<ConsumerStats>>,
     /// The event pipeline as the store check last saw it.
@@ -231,6 +234,21 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         Arc::downgrade(&limits),
         shutdown.clone(),
     )));
+    let broker_probe = match &kafka {
+        Some(brokers) => {
+            Some(BrokerProbe::new(brokers).map_err(|e| StartError::Kafka(e.to_string()))?)
+        }
+        None => None,
+    };
+    let readiness = Readiness::new(
+        crate::api::health::dependency_checks(&pool, &store, broker_probe),
+        crate::api::health::READINESS_EVERY,
+    );
+    let passwords = HashPool::new(
+        settings.password_hash_threads,
+        settings.password_hash_queue,
+        metrics.passwords_shed.clone(),
+    );
     let stats = StatsCache::new(
         store.clone(),
         settings.stats_cache_ttl,
@@ -278,33 +296,45 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         outbox_gauge: crate::api::health::Throttle::new(std::time::Duration::from_secs(1)),
         pool,
         metrics,
-        kafka_probe: kafka.map(|brokers| -> Probe {
-            Box::new(move || {
-                let brokers = brokers.clone();
-                Box::pin(async move {
-                    crate::events::kafka::probe(&brokers, std::time::Duration::from_secs(2))
-                        .await
-                        .map_err(|e| e.to_string())
-                })
-            })
-        }),
+        readiness,
+        passwords,
         consumer_stats,
         pipeline,
         settings,
     });
     let app_state = state.clone();
     let slots = Slots::default();
+    let edges = state.settings.edges.clone();
+    crate::api::connection::check_descriptor_budget(
+        state.settings.http_workers,
+        edges.max_connections,
+    );
+    let deadlines = Deadlines {
+        idle: edges.keep_alive + edges.header_timeout,
+        request: edges.request_timeout,
+    };
     let server = HttpServer::new(move || {
         slots.enter();
         App::new()
             .app_data(app_state.clone())
+            .wrap(actix_web::middleware::from_fn(crate::api::edges::limit))
             .wrap(crate::api::problem_errors())
             .wrap(actix_web::middleware::from_fn(crate::api::observe::observe))
             .configure(crate::api::configure)
     })
     .workers(state.settings.http_workers)
+    // Connection limits (DESIGN §8.6, README "Security"); on_connect must precede bind.
+    .client_request_timeout(edges.header_timeout)
+    .keep_alive(if edges.keep_alive.is_zero() {
+        KeepAlive::Disabled
+    } else {
+        KeepAlive::Timeout(edges.keep_alive)
+    })
+    .client_disconnect_timeout(edges.disconnect_timeout)
+    .max_connections(edges.max_connections)
+    .on_connect(move |conn, data| crate::api::connection::on_connect(conn, data, deadlines))
     .disable_signals()
-    .shutdown_timeout(10);
+    .shutdown_timeout(edges.shutdown_timeout_secs);
     let server = server
         .bind(&state.settings.bind_addr)
         .map_err(|source| StartError::Bind {

@@ -1,15 +1,20 @@
-//! `/healthz` (the process answers), `/readyz` (each dependency, with latency) and `/metrics`.
+//! `/healthz` (the process answers), `/readyz` (a shared snapshot of named checks, see
+//! [`crate::readiness`]) and `/metrics`.
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix_web::{web, HttpResponse};
 use diesel_async::RunQueryDsl;
-use serde_json::{json, Value};
+use serde_json::json;
 
-use crate::db;
+use crate::db::{self, PgPool};
+use crate::events::kafka::BrokerProbe;
+use crate::readiness::Check;
 use crate::server::AppState;
+use crate::stats::StatsStore;
+use crate::worker::PerWorker;
 
 #[utoipa::path(get, path = "/healthz", tag = "operations",
     responses((status = 200, description = "The process answers")))]
@@ -17,52 +22,56 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
 }
 
-fn check(result: Result<(), String>, started: Instant) -> Value {
-    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-    match result {
-        Ok(()) => json!({ "status": "up", "latency_ms": latency_ms }),
-        Err(e) => {
-            log::warn!("readiness check failed: {e}");
-            json!({ "status": "down", "latency_ms": latency_ms })
-        }
+/// How long one dependency check may take before it counts as down.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long a readiness snapshot is served before the next caller takes a new one.
+pub const READINESS_EVERY: Duration = Duration::from_secs(1);
+
+/// The dependency checks of `/readyz`: PostgreSQL (`SELECT 1` on a pooled connection), Redis
+/// (`PING`) and, when configured, the Kafka brokers (metadata, on one long-lived client).
+pub fn dependency_checks(
+    pool: &PerWorker<PgPool>,
+    store: &StatsStore,
+    kafka: Option<BrokerProbe>,
+) -> Vec<Check> {
+    let pool = pool.clone();
+    let store = store.clone();
+    let mut checks = vec![
+        Check::dependency("postgres", CHECK_TIMEOUT, move || {
+            let pool = pool.clone();
+            async move {
+                let mut conn = pool.local().get().await.map_err(|e| e.to_string())?;
+                diesel::sql_query("SELECT 1")
+                    .execute(&mut conn)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(())
+            }
+        }),
+        Check::dependency("redis", CHECK_TIMEOUT, move || {
+            let store = store.clone();
+            async move { store.ping().await.map_err(|e| e.to_string()) }
+        }),
+    ];
+    if let Some(kafka) = kafka {
+        checks.push(Check::dependency("kafka", CHECK_TIMEOUT, move || {
+            let kafka = kafka.clone();
+            async move { kafka.check(CHECK_TIMEOUT).await.map_err(|e| e.to_string()) }
+        }));
     }
+    checks
 }
 
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses(
-        (status = 200, description = "Every dependency answers (status and latency of each)"),
+        (status = 200, description = "Every check passes (status and latency of each); taken at most once a second"),
         (status = 503, description = "A dependency is down")
     ))]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    let pg = async {
-        let started = Instant::now();
-        let result = async {
-            let mut conn = state.pool.local().get().await.map_err(|e| e.to_string())?;
-            diesel::sql_query("SELECT 1")
-                .execute(&mut conn)
-                .await
-                .map_err(|e| e.to_string())?;
-            Ok(())
-        }
-        .await;
-        check(result, started)
-    };
-    let redis = async {
-        let started = Instant::now();
-        let result = state.stats.store().ping().await.map_err(|e| e.to_string());
-        check(result, started)
-    };
-    let (pg, redis) = futures::join!(pg, redis);
-    let mut checks = serde_json::Map::new();
-    checks.insert("postgres".into(), pg);
-    checks.insert("redis".into(), redis);
-    if let Some(kafka) = &state.kafka_probe {
-        let started = Instant::now();
-        checks.insert("kafka".into(), check(kafka().await, started));
-    }
-    let ready = checks.values().all(|c| c["status"] == "up");
-    let body = json!({ "status": if ready { "ready" } else { "unavailable" }, "checks": checks });
-    if ready {
+    let snapshot = state.readiness.snapshot().await;
+    let body = snapshot.to_json();
+    if snapshot.ready() {
         HttpResponse::Ok().json(body)
     } else {
         HttpResponse::ServiceUnavailable().json(body)

@@ -1,7 +1,9 @@
 //! The HTTP API: routes, JSON and error plumbing; one file per resource.
 
 pub mod body;
+pub mod connection;
 pub mod cursor;
+pub mod edges;
 pub mod health;
 pub mod observe;
 pub mod openapi;
@@ -109,8 +111,10 @@ pub fn problem_errors<B: MessageBody + 'static>() -> ErrorHandlers<B> {
             401 => ApiError::Unauthorized("authentication is required"),
             404 => ApiError::NotFound("no such resource".into()),
             405 => ApiError::MethodNotAllowed("method not allowed on this resource".into()),
+            408 => ApiError::RequestTimeout,
             413 => ApiError::PayloadTooLarge,
             415 => ApiError::UnsupportedMediaType("expected application/json".into()),
+            431 => ApiError::HeadersTooLarge,
             s if s >= 500 => ApiError::Internal(format!("unhandled {status} answer")),
             _ => ApiError::BadRequest(
                 status
@@ -144,6 +148,7 @@ fn json_error(err: JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
         JsonPayloadError::Deserialize(e) => {
             ApiError::BadRequest(format!("the body is not valid JSON: {e}"))
         }
+        JsonPayloadError::Payload(e) if edges::is_body_timeout(&e) => ApiError::RequestTimeout,
         other => ApiError::BadRequest(format!("the body could not be read: {other}")),
     }
     .into()

@@ -23,7 +23,7 @@ use crate::service::users;
         (status = 415, description = "Body is not application/json", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Over RATE_LIMIT_AUTH_PER_MIN", body = Problem, content_type = "application/problem+json", headers(("Retry-After" = u64, description = "Seconds until a request passes again"))),
-        (status = 503, description = "A dependency is down", body = Problem, content_type = "application/problem+json")
+        (status = 503, description = "A dependency is down, or password hashing is at capacity (PASSWORD_HASH_QUEUE)", body = Problem, content_type = "application/problem+json", headers(("Retry-After" = u64, description = "Seconds to wait before trying again")))
     )
 )]
 pub async fn register(
@@ -55,7 +55,7 @@ pub async fn register(
         (status = 415, description = "Body is not application/json", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Over RATE_LIMIT_AUTH_PER_MIN", body = Problem, content_type = "application/problem+json", headers(("Retry-After" = u64, description = "Seconds until a request passes again"))),
-        (status = 503, description = "A dependency is down", body = Problem, content_type = "application/problem+json")
+        (status = 503, description = "A dependency is down, or password hashing is at capacity (PASSWORD_HASH_QUEUE)", body = Problem, content_type = "application/problem+json", headers(("Retry-After" = u64, description = "Seconds to wait before trying again")))
     )
 )]
 pub async fn token(

@@ -5,10 +5,10 @@ use chrono::{DateTime, Utc};
 use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
-use diesel::sql_types::{Array, BigInt, Int2, Int4, Timestamptz};
+use diesel::result::DatabaseErrorKind;
+use diesel::sql_types::{Array, BigInt, Bool, Int2, Int4, Nullable, Timestamptz};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
-use super::schema::ratings;
 use super::DbResult;
 
 #[derive(Debug, Clone, Copy, QueryableByName, PartialEq, Eq)]
@@ -91,7 +91,8 @@ impl QueryFragment<Pg> for Upsert {
 /// under concurrent re-rates. The `WHERE` makes a same-score re-rate a no-op (no event).
 ///
 /// Returns `None` when nothing was written: the post does not exist, is the caller's own,
-/// or already has this score from this caller ([`explain_noop`] tells which).
+/// already has this score from this caller, or the caller's user row is gone (a foreign-key
+/// violation, which costs the hot path nothing to detect); [`explain_noop`] tells which.
 pub async fn upsert(
     conn: &mut AsyncPgConnection,
     post_id: i64,
@@ -107,7 +108,11 @@ pub async fn upsert(
     }
     .get_result(conn)
     .await
-    .optional()?;
+    .optional()
+    .or_else(|e| match e {
+        diesel::result::Error::DatabaseError(DatabaseErrorKind::ForeignKeyViolation, _) => Ok(None),
+        other => Err(other),
+    })?;
     Ok(row.map(|(post_id, score, updated_at)| StoredRating {
         post_id,
         score,
@@ -118,6 +123,8 @@ pub async fn upsert(
 /// Why [`upsert`] wrote nothing.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Noop {
+    /// The caller's user row no longer exists (its token outlived it).
+    NoSuchUser,
     NoSuchPost,
     OwnPost,
     Unchanged(StoredRating),
@@ -125,36 +132,60 @@ pub enum Noop {
     Raced,
 }
 
+#[derive(QueryableByName)]
+struct NoopRow {
+    #[diesel(sql_type = Bool)]
+    user_exists: bool,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    author: Option<i64>,
+    #[diesel(sql_type = Nullable<Int2>)]
+    score: Option<i16>,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    updated_at: Option<DateTime<Utc>>,
+}
+
+/// Tells why nothing was written, in one round trip (only on that slow path). A missing user
+/// comes first: a caller that is not signed in learns that before anything about the post.
 pub async fn explain_noop(
     conn: &mut AsyncPgConnection,
     post_id: i64,
     user_id: i64,
 ) -> DbResult<Noop> {
-    let Some(author) = super::posts::author_of(conn, post_id).await? else {
-        return Ok(Noop::NoSuchPost);
-    };
-    if author == user_id {
-        return Ok(Noop::OwnPost);
-    }
-    let current = ratings::table
-        .filter(ratings::post_id.eq(post_id))
-        .filter(ratings::user_id.eq(user_id))
-        .select((ratings::post_id, ratings::score, ratings::updated_at))
-        .first::<(i64, i16, DateTime<Utc>)>(conn)
-        .await
-        .optional()?;
-    Ok(match current {
-        Some((post_id, score, updated_at)) => Noop::Unchanged(StoredRating {
+    let row: NoopRow = diesel::sql_query(
+        "SELECT EXISTS (SELECT 1 FROM users WHERE id = $2) AS user_exists,
+                (SELECT created_by FROM posts WHERE id = $1) AS author,
+                r.score, r.updated_at
+         FROM (SELECT 1) AS one
+         LEFT JOIN ratings r ON r.post_id = $1 AND r.user_id = $2",
+    )
+    .bind::<BigInt, _>(post_id)
+    .bind::<BigInt, _>(user_id)
+    .get_result(conn)
+    .await?;
+    Ok(match row {
+        NoopRow {
+            user_exists: false, ..
+        } => Noop::NoSuchUser,
+        NoopRow { author: None, .. } => Noop::NoSuchPost,
+        NoopRow {
+            author: Some(a), ..
+        } if a == user_id => Noop::OwnPost,
+        NoopRow {
+            score: Some(score),
+            updated_at: Some(updated_at),
+            ..
+        } => Noop::Unchanged(StoredRating {
             post_id,
             score,
             updated_at,
         }),
-        None => Noop::Raced,
+        _ => Noop::Raced,
     })
 }
 
 /// Withdraws the caller's rating and writes the outbox row that takes it out of the stats,
-/// in one statement. Returns whether a rating existed.
+/// in one statement, which also says whether the post and the caller's user exist, so
+/// nothing to withdraw costs no second round trip.
 const DELETE: &str = "
 WITH del AS (
     DELETE FROM ratings WHERE post_id = $1 AND user_id = $2
@@ -166,15 +197,50 @@ WITH del AS (
     SELECT post_id, user_id, score, weight, -1, -score, score, NULL, -weight, -(score * weight)
     FROM del
 )
-SELECT count(*) AS n FROM del";
+SELECT (SELECT count(*) FROM del) AS n,
+       EXISTS (SELECT 1 FROM users WHERE id = $2) AS user_exists,
+       EXISTS (SELECT 1 FROM posts WHERE id = $1) AS post_exists";
 
-pub async fn delete(conn: &mut AsyncPgConnection, post_id: i64, user_id: i64) -> DbResult<bool> {
-    let deleted: super::Count = diesel::sql_query(DELETE)
+/// What [`delete`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Withdrawn {
+    Deleted,
+    /// The post exists but the caller had no rating of it.
+    NothingToDelete,
+    NoSuchPost,
+    /// The caller's user row no longer exists.
+    NoSuchUser,
+}
+
+#[derive(QueryableByName)]
+struct DeleteRow {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+    #[diesel(sql_type = Bool)]
+    user_exists: bool,
+    #[diesel(sql_type = Bool)]
+    post_exists: bool,
+}
+
+pub async fn delete(
+    conn: &mut AsyncPgConnection,
+    post_id: i64,
+    user_id: i64,
+) -> DbResult<Withdrawn> {
+    let row: DeleteRow = diesel::sql_query(DELETE)
         .bind::<BigInt, _>(post_id)
         .bind::<BigInt, _>(user_id)
         .get_result(conn)
         .await?;
-    Ok(deleted.n > 0)
+    Ok(if row.n > 0 {
+        Withdrawn::Deleted
+    } else if !row.user_exists {
+        Withdrawn::NoSuchUser
+    } else if !row.post_exists {
+        Withdrawn::NoSuchPost
+    } else {
+        Withdrawn::NothingToDelete
+    })
 }
 
 /// Per-post sums over `ratings`, the source of truth `reconcile` rebuilds Redis from.

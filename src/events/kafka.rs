@@ -7,7 +7,7 @@ mod admin;
 mod consumer;
 mod publisher;
 
-pub use admin::{delete_topic, ensure_topic, probe};
+pub use admin::{delete_topic, ensure_topic, BrokerProbe};
 pub use consumer::{run_consumer, ConsumerConfig, ConsumerStats};
 pub use publisher::{Publisher, PublisherConfig};
 

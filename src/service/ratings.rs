@@ -5,7 +5,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use chrono::{DateTime, Utc};
 
 use crate::auth::AuthUser;
-use crate::db::{self, ratings::Noop};
+use crate::db;
+use crate::db::ratings::{Noop, StoredRating, Withdrawn};
 use crate::error::ApiError;
 use crate::server::AppState;
 use crate::stats::burst::{Arrival, BurstKeys};
@@ -14,6 +15,16 @@ pub struct Rated {
     pub post_id: i64,
     pub score: i16,
     pub updated_at: DateTime<Utc>,
+}
+
+impl From<StoredRating> for Rated {
+    fn from(r: StoredRating) -> Self {
+        Rated {
+            post_id: r.post_id,
+            score: r.score,
+            updated_at: r.updated_at,
+        }
+    }
 }
 
 /// Sets the caller's score for a post. The burst weight costs one Redis round trip (full
@@ -28,7 +39,11 @@ pub async fn rate(
     score: i16,
 ) -> Result<Rated, ApiError> {
     match author_of(state, post_id).await? {
-        None => return Err(ApiError::post_not_found()),
+        // The slow path says it, and whether the caller still exists too.
+        None => {
+            let mut conn = state.db().await?;
+            return refusal(db::ratings::explain_noop(&mut conn, post_id, user.id).await?);
+        }
         Some(author) if author == user.id => {
             return Err(ApiError::Forbidden("you cannot rate your own post"))
         }
@@ -45,32 +60,31 @@ pub async fn rate(
             if weight < 1000 {
                 state.metrics.burst_damped.inc();
             }
-            return Ok(Rated {
-                post_id: r.post_id,
-                score: r.score,
-                updated_at: r.updated_at,
-            });
+            return Ok(Rated::from(r));
         }
         let noop = db::ratings::explain_noop(&mut conn, post_id, user.id).await?;
         if !matches!(noop, Noop::Raced) {
             undo_arrival(state, post_id, user.id, arrival).await;
         }
         match noop {
-            Noop::NoSuchPost => return Err(ApiError::post_not_found()),
-            Noop::OwnPost => return Err(ApiError::Forbidden("you cannot rate your own post")),
-            Noop::Unchanged(r) => {
-                return Ok(Rated {
-                    post_id: r.post_id,
-                    score: r.score,
-                    updated_at: r.updated_at,
-                })
-            }
             Noop::Raced => continue,
+            noop => return refusal(noop),
         }
     }
-    Err(ApiError::Internal(
-        "rating kept changing while being written".into(),
-    ))
+    refusal(Noop::Raced)
+}
+
+/// The answer when the upsert wrote nothing.
+fn refusal(noop: Noop) -> Result<Rated, ApiError> {
+    match noop {
+        Noop::NoSuchUser => Err(ApiError::user_gone()),
+        Noop::NoSuchPost => Err(ApiError::post_not_found()),
+        Noop::OwnPost => Err(ApiError::Forbidden("you cannot rate your own post")),
+        Noop::Unchanged(r) => Ok(Rated::from(r)),
+        Noop::Raced => Err(ApiError::Internal(
+            "rating kept changing while being written".into(),
+        )),
+    }
 }
 
 /// A post's author. Posts are never deleted nor change author, so a cached answer is always
@@ -145,14 +159,12 @@ async fn undo_arrival(state: &AppState, post_id: i64, user_id: i64, arrival: Opt
 }
 
 /// Withdraws the caller's rating. Withdrawing a rating that does not exist is not an error
-/// (the request is idempotent); an unknown post is.
+/// (the request is idempotent); an unknown post is. One statement says which.
 pub async fn withdraw(state: &AppState, user: &AuthUser, post_id: i64) -> Result<(), ApiError> {
     let mut conn = state.db().await?;
-    if db::ratings::delete(&mut conn, post_id, user.id).await? {
-        return Ok(());
-    }
-    match db::posts::author_of(&mut conn, post_id).await? {
-        Some(_) => Ok(()),
-        None => Err(ApiError::post_not_found()),
+    match db::ratings::delete(&mut conn, post_id, user.id).await? {
+        Withdrawn::Deleted | Withdrawn::NothingToDelete => Ok(()),
+        Withdrawn::NoSuchPost => Err(ApiError::post_not_found()),
+        Withdrawn::NoSuchUser => Err(ApiError::user_gone()),
     }
 }

@@ -1,6 +1,5 @@
 //! Registering users and issuing tokens.
 
-use crate::auth;
 use crate::db;
 use crate::error::ApiError;
 use crate::server::AppState;
@@ -15,7 +14,7 @@ pub async fn register(
     username: String,
     password: String,
 ) -> Result<Registered, ApiError> {
-    let hash = auth::hash_password(password).await?;
+    let hash = state.passwords.hash(password).await?;
     let mut conn = state.db().await?;
     let user = db::users::insert(&mut conn, &username, &hash)
         .await?
@@ -39,7 +38,7 @@ pub async fn token(state: &AppState, username: &str, password: String) -> Result
     };
     let hash = user.as_ref().map(|u| u.password_hash.clone());
     // An unknown user is checked against a decoy hash: the same work and the same answer.
-    let ok = auth::verify_password(password, hash).await?;
+    let ok = state.passwords.verify(password, hash).await?;
     match user {
         Some(user) if ok => Ok(Token {
             access_token: state.tokens.issue(user.id, &user.username)?,

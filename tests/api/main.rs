@@ -2,6 +2,7 @@
 
 mod burst;
 mod common;
+mod edges;
 mod errors;
 mod heal;
 mod hostile;

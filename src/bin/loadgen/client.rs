@@ -80,13 +80,29 @@ impl Api {
         body: Option<&Value>,
         want: StatusCode,
     ) -> Result<Value> {
-        let resp = self
-            .request(method.clone(), path, token, body)
-            .send()
-            .await
-            .map_err(|e| format!("{method} {path}: {e}"))?;
-        let status = resp.status();
-        let text = resp.text().await.map_err(|e| e.to_string())?;
+        // A sign-up or sign-in refused because password hashing is at capacity did nothing:
+        // send it again after its Retry-After, as a client should.
+        let mut refusals = 0;
+        let (status, text) = loop {
+            let resp = self
+                .request(method.clone(), path, token, body)
+                .send()
+                .await
+                .map_err(|e| format!("{method} {path}: {e}"))?;
+            let status = resp.status();
+            let retry_after = resp
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+            let text = resp.text().await.map_err(|e| e.to_string())?;
+            match retry_after {
+                Some(secs) if refusals < 60 && text.contains("/problems/overloaded") => {
+                    refusals += 1;
+                    tokio::time::sleep(Duration::from_secs(secs)).await;
+                }
+                _ => break (status, text),
+            }
+        };
         if status == StatusCode::TOO_MANY_REQUESTS {
             return Err(format!(
                 "{method} {path}: {status}: {text}\n  the service rate-limits this request; \

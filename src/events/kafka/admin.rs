@@ -107,12 +107,28 @@ pub async fn delete_topic(brokers: &str, topic: &str) -> Result<(), KafkaError> 
     Ok(())
 }
 
-/// Whether the broker answers a metadata request within `timeout` (readiness).
-pub async fn probe(brokers: &str, timeout: Duration) -> Result<(), KafkaError> {
-    let admin = admin_client(brokers)?;
-    tokio::task::spawn_blocking(move || {
-        admin.inner().fetch_metadata(None, timeout)?;
-        Ok(())
-    })
-    .await?
+/// A long-lived client for readiness checks: its broker connections are opened once and
+/// reused, instead of a new client (threads, connections) per check.
+#[derive(Clone)]
+pub struct BrokerProbe {
+    admin: std::sync::Arc<AdminClient<DefaultClientContext>>,
+}
+
+impl BrokerProbe {
+    pub fn new(brokers: &str) -> Result<Self, KafkaError> {
+        Ok(BrokerProbe {
+            admin: std::sync::Arc::new(admin_client(brokers)?),
+        })
+    }
+
+    /// Whether the brokers answer a metadata request within `timeout`.
+    pub async fn check(&self, timeout: Duration) -> Result<(), KafkaError> {
+        let admin = self.admin.clone();
+        // fetch_metadata blocks its thread.
+        tokio::task::spawn_blocking(move || {
+            admin.inner().fetch_metadata(None, timeout)?;
+            Ok(())
+        })
+        .await?
+    }
 }
