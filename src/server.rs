@@ -240,10 +240,15 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         }
         None => None,
     };
-    let readiness = Readiness::new(
-        crate::api::health::dependency_checks(&pool, &store, broker_probe),
-        crate::api::health::READINESS_EVERY,
-    );
+    let pipeline = Arc::new(PipelineHealth::default());
+    let mut checks = crate::api::health::dependency_checks(&pool, &store, broker_probe);
+    checks.push(crate::repair::ready::stats_check(store.repairs().clone()));
+    checks.push(crate::repair::ready::pipeline_check(
+        pipeline.clone(),
+        consumer_stats.clone(),
+        settings.heal.pipeline_stuck,
+    ));
+    let readiness = Readiness::new(checks, crate::api::health::READINESS_EVERY);
     let passwords = HashPool::new(
         settings.password_hash_threads,
         settings.password_hash_queue,
@@ -256,7 +261,6 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         metrics.cache_hits.clone(),
         metrics.cache_misses.clone(),
     );
-    let pipeline = Arc::new(PipelineHealth::default());
     let repairer = Arc::new(Repairer {
         store: store.clone(),
         cache: stats.clone(),

@@ -15,6 +15,7 @@
 //!   sees the epoch move.
 
 pub mod audit;
+pub mod ready;
 pub mod rebuild;
 pub mod watch;
 
@@ -57,7 +58,7 @@ impl PipelineHealth {
         })
     }
 
-    fn record(&self, oldest_pending: f64, leader: bool) {
+    pub(crate) fn record(&self, oldest_pending: f64, leader: bool) {
         self.oldest_pending_ms
             .store((oldest_pending * 1000.0) as u64, Ordering::Release);
         self.leader.store(leader, Ordering::Release);

@@ -135,13 +135,13 @@ impl StatsStore {
                 inner: manager,
                 timeout,
             })
-                .max_size(size)
-                .wait_timeout(Some(timeout))
-                .create_timeout(Some(timeout))
-                .recycle_timeout(Some(timeout))
-                .runtime(Runtime::Tokio1)
-                .build()
-                .map_err(|e| StatsError::Config(e.to_string()))
+            .max_size(size)
+            .wait_timeout(Some(timeout))
+            .create_timeout(Some(timeout))
+            .recycle_timeout(Some(timeout))
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(|e| StatsError::Config(e.to_string()))
         })?;
         Ok(StatsStore {
             pool,

@@ -254,3 +254,76 @@ async fn events_written_before_versions_existed_drain_exactly() {
     app.wait_exact(&posts, HEALED_WITHIN).await;
     assert!(repairs(&app, "legacy_event").await > 0.0);
 }
+
+async fn readyz(app: &TestApp) -> (u16, Value) {
+    let res = app.client.get(app.url("/readyz")).send().await.unwrap();
+    (res.status().as_u16(), res.json().await.unwrap())
+}
+
+/// Waits until `/readyz` (a snapshot up to a second old) satisfies `want`; returns it.
+async fn readyz_until(app: &TestApp, what: &str, want: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + HEALED_WITHIN;
+    loop {
+        let (status, body) = readyz(app).await;
+        assert_eq!(status, 200, "still ready: {body}");
+        if want(&body) {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "{what}: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_names_a_store_under_repair_and_stays_ready() {
+    let app = app().await;
+    let (posts, tokens) = posts_and_raters(&app, 2, 4).await;
+    settle(&app, &posts, tokens).await;
+    // Holding the stamp lock (as a long reconcile does) keeps the next repair waiting.
+    let mut lock = app.db().await;
+    diesel::sql_query("SELECT pg_advisory_lock($1)")
+        .bind::<diesel::sql_types::BigInt, _>(post_rate::db::locks::STAMP)
+        .execute(&mut lock)
+        .await
+        .unwrap();
+    losses::delete_stats(&losses::store(&app.settings), &posts).await;
+    let body = readyz_until(&app, "the repair is named", |b| {
+        b["checks"]["stats"]["status"] == "degraded"
+    })
+    .await;
+    assert_eq!(body["status"], "degraded");
+    assert_eq!(body["checks"]["stats"]["repairing"], true);
+    drop(lock);
+    readyz_until(&app, "ready again once repaired", |b| {
+        b["status"] == "ready"
+    })
+    .await;
+    app.wait_exact(&posts, HEALED_WITHIN).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_names_a_stuck_pipeline_and_stays_ready() {
+    let mut settings = test_settings();
+    losses::quick_healing(&mut settings);
+    settings.run_relay = false;
+    settings.heal.pipeline_stuck = Duration::from_secs(1);
+    let app = TestApp::with_settings(settings).await;
+    let (posts, tokens) = posts_and_raters(&app, 1, 1).await;
+    let res = app
+        .client
+        .put(app.url(&format!("/api/v1/posts/{}/rating", posts[0])))
+        .bearer_auth(&tokens[0])
+        .json(&serde_json::json!({ "score": 3 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let body = readyz_until(&app, "the stuck pipeline is named", |b| {
+        let stuck = b["checks"]["pipeline"]["stuck"].as_str().unwrap_or("");
+        stuck.contains("no relay leads") && stuck.contains("events wait undelivered")
+    })
+    .await;
+    assert_eq!(body["status"], "degraded");
+    assert_eq!(body["checks"]["pipeline"]["status"], "degraded");
+    assert_eq!(body["checks"]["postgres"]["status"], "up");
+}
