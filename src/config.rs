@@ -5,6 +5,7 @@ use std::fmt::Display;
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::service::pages::PageCacheSettings;
 use crate::stats::burst::BurstConfig;
 
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +63,9 @@ pub struct Settings {
     pub stats_cache_ttl: Duration,
     /// `STATS_CACHE_CAPACITY` [100000]: posts whose stats the cache holds at most.
     pub stats_cache_capacity: u64,
+    /// `PAGE_CACHE_FIRST_MS` [1000], `PAGE_CACHE_TTL_SECS` [30], `PAGE_CACHE_MB` [64]: posts
+    /// in memory (`crate::service::pages`).
+    pub page_cache: PageCacheSettings,
     /// `BURST_BUCKET_SECS` [60], `BURST_HALF_LIFE_BUCKETS` [30], `BURST_K` [3], `BURST_FLOOR` [10].
     pub burst: BurstConfig,
     /// `RUN_RELAY` [true].
@@ -295,6 +299,16 @@ impl Settings {
                 86400,
             )?),
             stats_cache_capacity: parse_range("STATS_CACHE_CAPACITY", 100_000, 1, 100_000_000)?,
+            page_cache: PageCacheSettings {
+                first_ttl: Duration::from_millis(parse_range(
+                    "PAGE_CACHE_FIRST_MS",
+                    1000,
+                    0,
+                    60_000,
+                )?),
+                ttl: secs("PAGE_CACHE_TTL_SECS", 30, 0)?,
+                max_bytes: parse_range("PAGE_CACHE_MB", 64, 1, 1_000_000)? << 20,
+            },
             burst: BurstConfig {
                 bucket_secs: parse_range("BURST_BUCKET_SECS", 60, 1, 86400)?,
                 half_life_buckets: parse_range("BURST_HALF_LIFE_BUCKETS", 30.0, 0.01, 1e6)?,

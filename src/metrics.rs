@@ -26,6 +26,8 @@ pub struct Metrics {
     pub event_lag: Histogram,
     pub cache_hits: IntCounter,
     pub cache_misses: IntCounter,
+    /// Statements that loaded a page of posts or one post (the page cache's misses).
+    pub page_loads: IntCounter,
     /// Sign-ups and sign-ins refused because the password hashing queue was full.
     pub passwords_shed: IntCounter,
     /// Set at scrape time.
@@ -240,6 +242,11 @@ impl Metrics {
                 r,
                 "post_rate_stats_cache_misses_total",
                 "Stats reads that went to Redis.",
+            ),
+            page_loads: counter(
+                r,
+                "post_rate_page_loads_total",
+                "Pages of posts and single posts read from PostgreSQL (the page cache's misses).",
             ),
             passwords_shed: counter(
                 r,

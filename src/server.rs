@@ -30,6 +30,7 @@ use crate::metrics::Metrics;
 use crate::readiness::Readiness;
 use crate::repair::audit::Auditor;
 use crate::repair::{PipelineHealth, Repairer};
+use crate::service::pages::PageCache;
 use crate::stats::burst::BurstDetector;
 use crate::stats::{StatsCache, StatsStore};
 use crate::worker::{PerWorker, Slots};
@@ -42,6 +43,8 @@ pub struct AppState {
     /// `DATABASE_POOL_SIZE` connections shared out over the HTTP workers ([`crate::worker`]).
     pub pool: PerWorker<PgPool>,
     pub stats: StatsCache,
+    /// Pages of posts and single posts in memory.
+    pub pages: PageCache,
     pub burst: BurstDetector,
     pub tokens: TokenKeys,
     pub cursors: CursorCodec,
@@ -296,6 +299,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         tokens: TokenKeys::new(&settings.jwt_secret, settings.token_ttl_secs),
         cursors: CursorCodec::new(&settings.jwt_secret),
         authors: moka::future::Cache::new(settings.stats_cache_capacity),
+        pages: PageCache::new(settings.page_cache, metrics.page_loads.clone()),
         limits,
         outbox_gauge: crate::api::health::Throttle::new(std::time::Duration::from_secs(1)),
         pool,

@@ -1,7 +1,6 @@
 //! `GET/POST /api/v1/posts` and `GET /api/v1/posts/{id}`.
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde::Serialize;
 use serde_json::Value;
 
 use super::body::Body;
@@ -14,8 +13,8 @@ use crate::server::AppState;
 use crate::service::posts;
 use crate::service::posts::Post;
 
-const DEFAULT_LIMIT: i64 = 20;
-const MAX_LIMIT: i64 = 100;
+const DEFAULT_LIMIT: usize = 20;
+const MAX_LIMIT: usize = 100;
 
 #[utoipa::path(
     post,
@@ -69,8 +68,8 @@ pub async fn get(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = super::post_id(&id)?;
-    let post = posts::get(&state, viewer.0.as_ref(), id).await?;
-    Ok(HttpResponse::Ok().json(post))
+    let body = posts::get(&state, viewer.0.as_ref(), id).await?;
+    Ok(json(body))
 }
 
 #[utoipa::path(
@@ -96,22 +95,20 @@ pub async fn list(
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let (limit, after) = page_query(&state, req.query_string())?;
-    let page = posts::list(&state, viewer.0.as_ref(), after, limit).await?;
-    Ok(HttpResponse::Ok().json(PageBody {
-        results: &page.posts,
-        next_cursor: page.next.map(|key| state.cursors.encode(key)),
-    }))
+    let body = posts::list(&state, viewer.0.as_ref(), after, limit).await?;
+    Ok(json(body))
 }
 
-#[derive(Serialize)]
-struct PageBody<'a> {
-    results: &'a [posts::Post],
-    next_cursor: Option<String>,
+/// 200 with a JSON body written by `service::render`.
+fn json(body: Vec<u8>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(actix_web::http::header::ContentType::json())
+        .body(body)
 }
 
 /// `limit` (1..=100, default 20; otherwise 422) and `cursor` (one we issued; otherwise 400).
 /// A key given twice is refused rather than guessed at; unknown keys are ignored.
-fn page_query(state: &AppState, query: &str) -> Result<(i64, Option<PageKey>), ApiError> {
+fn page_query(state: &AppState, query: &str) -> Result<(usize, Option<PageKey>), ApiError> {
     let mut limit: Option<String> = None;
     let mut cursor: Option<String> = None;
     for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
@@ -131,7 +128,7 @@ fn page_query(state: &AppState, query: &str) -> Result<(i64, Option<PageKey>), A
     let limit = match limit {
         None => DEFAULT_LIMIT,
         Some(raw) => raw
-            .parse::<i64>()
+            .parse::<usize>()
             .ok()
             .filter(|l| (1..=MAX_LIMIT).contains(l))
             .ok_or_else(|| {

@@ -1,6 +1,8 @@
 //! What the API does, free of HTTP: each function takes the app state and typed input and
 //! returns typed output or an [`ApiError`](crate::error::ApiError).
 
+pub mod pages;
 pub mod posts;
 pub mod ratings;
+pub mod render;
 pub mod users;

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use super::{pages, render};
 use crate::auth::AuthUser;
 use crate::db::{self, posts::PageKey, posts::PostRow};
 use crate::error::ApiError;
@@ -34,7 +35,7 @@ pub struct Post {
 }
 
 impl Post {
-    fn new(row: PostRow, stats: Option<&PostStats>, user_rating: Option<i16>) -> Self {
+    pub(crate) fn new(row: PostRow, stats: Option<&PostStats>, user_rating: Option<i16>) -> Self {
         let public = stats.map(PublicStats::from);
         Post {
             id: row.id,
@@ -71,6 +72,7 @@ pub async fn create(
             )) => ApiError::Unauthorized("the token's user does not exist"),
             other => other.into(),
         })?;
+    state.pages.created();
     let row = PostRow {
         id,
         title,
@@ -82,51 +84,74 @@ pub async fn create(
     Ok(Post::new(row, Some(&PostStats::default()), None))
 }
 
-pub async fn get(state: &AppState, viewer: Option<&AuthUser>, id: i64) -> Result<Post, ApiError> {
-    let mut conn = state.db().await?;
-    let (row, mine) = db::posts::get(&mut conn, viewer.map(|u| u.id), id)
-        .await?
-        .ok_or_else(ApiError::post_not_found)?;
-    drop(conn);
-    let stats = stats_of(state, &[id]).await;
-    Ok(Post::new(
-        row,
+/// The JSON body of a post, with `viewer`'s own score.
+pub async fn get(
+    state: &AppState,
+    viewer: Option<&AuthUser>,
+    id: i64,
+) -> Result<Vec<u8>, ApiError> {
+    let ids = [id];
+    let (post, mine) = tokio::join!(pages::post(state, id), own_scores(state, viewer, &ids));
+    // A signed-in caller who no longer exists is told so before anything about the post.
+    let mine = mine?;
+    let post = post?.ok_or_else(ApiError::post_not_found)?;
+    let stats = stats_of(state, &ids).await;
+    Ok(render::post(
+        &post,
         stats.as_ref().and_then(|s| s.get(&id)),
-        mine,
+        mine.get(&id).copied(),
     ))
 }
 
-pub struct Page {
-    pub posts: Vec<Post>,
-    pub next: Option<PageKey>,
-}
-
+/// The JSON body of a page of posts, newest first, strictly after `after`, with their stats
+/// and `viewer`'s own scores: the posts from the page cache, the stats from the stats cache,
+/// the scores from PostgreSQL (one statement, the two reads at once).
 pub async fn list(
     state: &AppState,
     viewer: Option<&AuthUser>,
     after: Option<PageKey>,
-    limit: i64,
-) -> Result<Page, ApiError> {
+    limit: usize,
+) -> Result<Vec<u8>, ApiError> {
+    let rows = pages::rows(state, after).await?;
+    let shown = &rows.posts[..limit.min(rows.posts.len())];
+    let next = shown
+        .last()
+        .filter(|_| rows.posts.len() > limit)
+        .map(|p| PageKey {
+            created_at: p.created_at,
+            id: p.id,
+        });
+    let ids: Vec<i64> = shown.iter().map(|p| p.id).collect();
+    let (mine, stats) = tokio::join!(own_scores(state, viewer, &ids), stats_of(state, &ids));
+    let mine = mine?;
+    let cursor = next.map(|key| state.cursors.encode(key));
+    Ok(render::page(
+        shown.iter(),
+        cursor.as_deref(),
+        |out, post| {
+            post.write(
+                out,
+                stats.as_ref().and_then(|s| s.get(&post.id)),
+                mine.get(&post.id).copied(),
+            )
+        },
+    ))
+}
+
+/// `viewer`'s scores of `ids` (none for an anonymous reader); 401 when the viewer's user row
+/// no longer exists.
+async fn own_scores(
+    state: &AppState,
+    viewer: Option<&AuthUser>,
+    ids: &[i64],
+) -> Result<HashMap<i64, i16>, ApiError> {
+    let Some(viewer) = viewer else {
+        return Ok(HashMap::new());
+    };
     let mut conn = state.db().await?;
-    let mut rows = db::posts::page(&mut conn, viewer.map(|u| u.id), after, limit).await?;
-    // The connection goes back to the pool before the stats are read.
-    drop(conn);
-    let has_more = rows.len() as i64 > limit;
-    rows.truncate(limit as usize);
-    let next = rows.last().filter(|_| has_more).map(|(r, _)| PageKey {
-        created_at: r.created_at,
-        id: r.id,
-    });
-    let ids: Vec<i64> = rows.iter().map(|(r, _)| r.id).collect();
-    let stats = stats_of(state, &ids).await;
-    let posts = rows
-        .into_iter()
-        .map(|(row, mine)| {
-            let id = row.id;
-            Post::new(row, stats.as_ref().and_then(|s| s.get(&id)), mine)
-        })
-        .collect();
-    Ok(Page { posts, next })
+    db::posts::scores(&mut conn, viewer.id, ids)
+        .await?
+        .ok_or_else(ApiError::user_gone)
 }
 
 /// The stats of `ids` (cache, then one Redis round trip for the misses), or `None` when

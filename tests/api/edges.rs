@@ -64,12 +64,14 @@ async fn odd_methods_and_unknown_paths_add_no_time_series() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_token_whose_user_is_gone_is_401_on_every_write() {
+async fn a_token_whose_user_is_gone_is_401_on_every_endpoint() {
     let app = TestApp::new().await;
     let author = app.register("author").await;
     let post = app.create_post(&author, "rated").await;
     let gone = app.register("gone").await;
     assert_eq!(app.rate(&gone, post, 4).await.status(), 200);
+    // Its pages and post are cached: reads still check that the user exists.
+    app.get_post(post, Some(&gone)).await;
     diesel::sql_query("DELETE FROM users WHERE id = $1")
         .bind::<diesel::sql_types::BigInt, _>(gone.id)
         .execute(&mut app.db().await)
@@ -79,6 +81,9 @@ async fn a_token_whose_user_is_gone_is_401_on_every_write() {
     let token = Some(gone.token.as_str());
     let missing = post + 1000;
     for (method, path, body) in [
+        (Method::GET, "/api/v1/posts".to_owned(), None),
+        (Method::GET, format!("/api/v1/posts/{post}"), None),
+        (Method::GET, format!("/api/v1/posts/{missing}"), None),
         (
             Method::POST,
             "/api/v1/posts".to_owned(),
@@ -109,6 +114,8 @@ async fn a_token_whose_user_is_gone_is_401_on_every_write() {
         );
         problem(res, 401).await;
     }
+    // Anonymous readers are unaffected.
+    assert_eq!(app.get_post(post, None).await["id"], post);
     // Signing in as the gone user is a plain wrong login; the name can be taken again.
     let creds = json!({ "username": "gone", "password": "password123" });
     let res = app
@@ -171,6 +178,17 @@ async fn the_auth_limit_keys_by_the_hop_the_proxy_appended() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_readyz_flood_shares_one_snapshot_a_second() {
     let app = TestApp::new().await;
+    // A new store is rebuilt at start (degraded until done, longer on a loaded machine).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let res = app.request(Method::GET, "/readyz", None, None).await;
+        let body: serde_json::Value = res.json().await.unwrap();
+        if body["status"] == "ready" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never ready: {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let started = std::time::Instant::now();
     let bodies = futures::future::join_all((0..32).map(|_| async {
         let mut seen = Vec::new();

@@ -9,6 +9,7 @@ mod hostile;
 mod limits;
 mod losses;
 mod outage;
+mod pages;
 mod posts;
 mod proxy;
 mod ratings;

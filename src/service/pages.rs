@@ -1,0 +1,186 @@
+//! Posts in memory (DESIGN §4): a post never changes once written, so pages of posts and single
+//! posts are cached, and a warm anonymous page needs no PostgreSQL at all.
+//!
+//! - The first page lives `PAGE_CACHE_FIRST_MS` [1000], so a post created on another instance
+//!   is on every instance's first page within about a second. A post created on this instance
+//!   is on its first page at once: creating one moves a generation counter, and a first page
+//!   loaded under an older generation is loaded again.
+//! - Later pages (keyed by their cursor) and single posts live `PAGE_CACHE_TTL_SECS` [30]: new
+//!   posts are newer than any cursor, so only an operator's `DELETE` in SQL (or a post whose
+//!   transaction committed long after it began) shows there late, by at most that long.
+//! - One load reads [`PAGE_ROWS`] posts, so every page size is served from the same entry.
+//!   Concurrent misses of one entry load once. The cached bytes are bounded by `PAGE_CACHE_MB`
+//!   for pages and as much for single posts (posts shared by both are counted twice).
+//!
+//! The caller's own scores are never cached: they are read for exactly the posts shown.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use moka::future::Cache;
+use prometheus::IntCounter;
+
+use super::render::StoredPost;
+use crate::db::{self, posts::PageKey, posts::PAGE_ROWS};
+use crate::error::ApiError;
+use crate::server::AppState;
+
+/// Up to [`PAGE_ROWS`] posts, newest first, as loaded under one generation.
+#[derive(Debug)]
+pub struct Rows {
+    generation: u64,
+    pub posts: Vec<Arc<StoredPost>>,
+}
+
+pub struct PageCache {
+    first: Option<Cache<(), Arc<Rows>>>,
+    later: Option<Cache<PageKey, Arc<Rows>>>,
+    posts: Option<Cache<i64, Arc<StoredPost>>>,
+    generation: AtomicU64,
+    /// Statements run to load pages and posts (`post_rate_page_loads_total`).
+    loads: IntCounter,
+}
+
+/// Settings of [`PageCache`]; a zero duration turns that cache off.
+#[derive(Debug, Clone, Copy)]
+pub struct PageCacheSettings {
+    pub first_ttl: Duration,
+    pub ttl: Duration,
+    pub max_bytes: u64,
+}
+
+impl PageCache {
+    pub fn new(settings: PageCacheSettings, loads: IntCounter) -> Self {
+        fn weighed<K, V>(ttl: Duration, max: u64, size: fn(&V) -> usize) -> Option<Cache<K, V>>
+        where
+            K: std::hash::Hash + Eq + Send + Sync + 'static,
+            V: Clone + Send + Sync + 'static,
+        {
+            (!ttl.is_zero()).then(|| {
+                Cache::builder()
+                    .time_to_live(ttl)
+                    .max_capacity(max)
+                    .weigher(move |_: &K, v: &V| u32::try_from(size(v)).unwrap_or(u32::MAX))
+                    .build()
+            })
+        }
+        let rows = |r: &Arc<Rows>| r.posts.iter().map(|p| p.size()).sum();
+        PageCache {
+            first: weighed(settings.first_ttl, settings.max_bytes, rows),
+            later: weighed(settings.ttl, settings.max_bytes, rows),
+            posts: weighed(settings.ttl, settings.max_bytes, |p: &Arc<StoredPost>| {
+                p.size()
+            }),
+            generation: AtomicU64::new(0),
+            loads,
+        }
+    }
+
+    /// A post was created here: the first page must show it from now on.
+    pub fn created(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+}
+
+/// The posts after `after` (the first page when `None`), newest first, up to [`PAGE_ROWS`].
+pub async fn rows(state: &AppState, after: Option<PageKey>) -> Result<Arc<Rows>, ApiError> {
+    let pages = &state.pages;
+    let cache = match after {
+        None => pages.first.as_ref().map(Either::First),
+        Some(key) => pages.later.as_ref().map(|c| Either::Later(c, key)),
+    };
+    let Some(cache) = cache else {
+        return load_rows(state, after).await;
+    };
+    // A first page loaded before a post was created here is loaded again; a few tries, as
+    // posts may keep being created while it loads (the entry is then at most a load late).
+    let mut rows = cache.get(state, after).await?;
+    for _ in 0..3 {
+        if after.is_some() || rows.generation == pages.generation() {
+            break;
+        }
+        cache.invalidate().await;
+        rows = cache.get(state, after).await?;
+    }
+    Ok(rows)
+}
+
+/// One post, or `None` when there is no such post (not cached: it may be created any time).
+pub async fn post(state: &AppState, id: i64) -> Result<Option<Arc<StoredPost>>, ApiError> {
+    let load = async {
+        let mut conn = state.db().await?;
+        state.pages.loads.inc();
+        match db::posts::get(&mut conn, id).await? {
+            Some(row) => Ok(Arc::new(StoredPost::new(row))),
+            None => Err(ApiError::post_not_found()),
+        }
+    };
+    let found = match &state.pages.posts {
+        None => load.await,
+        Some(cache) => cache.try_get_with(id, load).await.map_err(unshare),
+    };
+    match found {
+        Ok(post) => Ok(Some(post)),
+        Err(ApiError::NotFound(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+enum Either<'a> {
+    First(&'a Cache<(), Arc<Rows>>),
+    Later(&'a Cache<PageKey, Arc<Rows>>, PageKey),
+}
+
+impl Either<'_> {
+    async fn get(&self, state: &AppState, after: Option<PageKey>) -> Result<Arc<Rows>, ApiError> {
+        let load = load_rows(state, after);
+        match self {
+            Either::First(cache) => cache.try_get_with((), load).await,
+            Either::Later(cache, key) => cache.try_get_with(*key, load).await,
+        }
+        .map_err(unshare)
+    }
+
+    async fn invalidate(&self) {
+        match self {
+            Either::First(cache) => cache.invalidate(&()).await,
+            Either::Later(cache, key) => cache.invalidate(key).await,
+        }
+    }
+}
+
+async fn load_rows(state: &AppState, after: Option<PageKey>) -> Result<Arc<Rows>, ApiError> {
+    let pages = &state.pages;
+    // Read before the statement: a post created after this point makes the rows stale.
+    let generation = pages.generation();
+    let mut conn = state.db().await?;
+    pages.loads.inc();
+    let rows = db::posts::page(&mut conn, after).await?;
+    drop(conn);
+    let posts: Vec<Arc<StoredPost>> = rows
+        .into_iter()
+        .map(|row| Arc::new(StoredPost::new(row)))
+        .collect();
+    if let Some(cache) = &pages.posts {
+        for post in &posts {
+            cache.insert(post.id, post.clone()).await;
+        }
+    }
+    debug_assert!(posts.len() <= PAGE_ROWS);
+    Ok(Arc::new(Rows { generation, posts }))
+}
+
+/// The error of a load that several requests shared.
+fn unshare(e: Arc<ApiError>) -> ApiError {
+    match &*e {
+        ApiError::Unavailable(what) => ApiError::Unavailable(what),
+        ApiError::NotFound(what) => ApiError::NotFound(what.clone()),
+        ApiError::Internal(cause) => ApiError::Internal(cause.clone()),
+        other => ApiError::Internal(other.to_string()),
+    }
+}
