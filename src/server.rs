@@ -299,7 +299,11 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         tokens: TokenKeys::new(&settings.jwt_secret, settings.token_ttl_secs),
         cursors: CursorCodec::new(&settings.jwt_secret),
         authors: moka::future::Cache::new(settings.stats_cache_capacity),
-        pages: PageCache::new(settings.page_cache, metrics.page_loads.clone()),
+        pages: PageCache::new(
+            settings.page_cache,
+            settings.stats_cache_ttl,
+            metrics.page_loads.clone(),
+        ),
         limits,
         outbox_gauge: crate::api::health::Throttle::new(std::time::Duration::from_secs(1)),
         pool,

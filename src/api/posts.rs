@@ -100,7 +100,7 @@ pub async fn list(
 }
 
 /// 200 with a JSON body written by `service::render`.
-fn json(body: Vec<u8>) -> HttpResponse {
+fn json(body: impl actix_web::body::MessageBody + 'static) -> HttpResponse {
     HttpResponse::Ok()
         .content_type(actix_web::http::header::ContentType::json())
         .body(body)

@@ -12,12 +12,18 @@
 //!   Concurrent misses of one entry load once. The cached bytes are bounded by `PAGE_CACHE_MB`
 //!   for pages and as much for single posts (posts shared by both are counted twice).
 //!
+//! - A whole anonymous page, stats included, is kept as its response bytes for
+//!   `PAGE_CACHE_FIRST_MS` too: the stats it shows are then at most that much older than the
+//!   stats cache's (which already keeps them up to `STATS_CACHE_TTL_SECS`). With the stats
+//!   cache off (`STATS_CACHE_TTL_SECS=0`), bodies are not kept either.
+//!
 //! The caller's own scores are never cached: they are read for exactly the posts shown.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use moka::future::Cache;
 use prometheus::IntCounter;
 
@@ -37,9 +43,18 @@ pub struct PageCache {
     first: Option<Cache<(), Arc<Rows>>>,
     later: Option<Cache<PageKey, Arc<Rows>>>,
     posts: Option<Cache<i64, Arc<StoredPost>>>,
+    /// Anonymous page bodies by cursor and page size.
+    bodies: Option<Cache<(Option<PageKey>, usize), Body>>,
     generation: AtomicU64,
     /// Statements run to load pages and posts (`post_rate_page_loads_total`).
     loads: IntCounter,
+}
+
+/// An anonymous page's response, as built under one generation.
+#[derive(Debug, Clone)]
+struct Body {
+    generation: u64,
+    bytes: Bytes,
 }
 
 /// Settings of [`PageCache`]; a zero duration turns that cache off.
@@ -51,7 +66,8 @@ pub struct PageCacheSettings {
 }
 
 impl PageCache {
-    pub fn new(settings: PageCacheSettings, loads: IntCounter) -> Self {
+    /// `stats_ttl`: how long the stats cache keeps stats; bodies live no longer.
+    pub fn new(settings: PageCacheSettings, stats_ttl: Duration, loads: IntCounter) -> Self {
         fn weighed<K, V>(ttl: Duration, max: u64, size: fn(&V) -> usize) -> Option<Cache<K, V>>
         where
             K: std::hash::Hash + Eq + Send + Sync + 'static,
@@ -72,6 +88,11 @@ impl PageCache {
             posts: weighed(settings.ttl, settings.max_bytes, |p: &Arc<StoredPost>| {
                 p.size()
             }),
+            bodies: weighed(
+                settings.first_ttl.min(stats_ttl),
+                settings.max_bytes,
+                |b: &Body| b.bytes.len(),
+            ),
             generation: AtomicU64::new(0),
             loads,
         }
@@ -108,6 +129,42 @@ pub async fn rows(state: &AppState, after: Option<PageKey>) -> Result<Arc<Rows>,
         rows = cache.get(state, after).await?;
     }
     Ok(rows)
+}
+
+/// The body of the anonymous page of `limit` posts after `after`, from memory, or built by
+/// `build` (once for concurrent misses).
+pub async fn anonymous<F>(
+    state: &AppState,
+    after: Option<PageKey>,
+    limit: usize,
+    build: impl Fn() -> F,
+) -> Result<Bytes, ApiError>
+where
+    F: std::future::Future<Output = Result<Vec<u8>, ApiError>>,
+{
+    let pages = &state.pages;
+    let Some(cache) = &pages.bodies else {
+        return build().await.map(Bytes::from);
+    };
+    let key = (after, limit);
+    let get = || {
+        // Read before building: a post created after this point makes the body stale.
+        let generation = pages.generation();
+        let build = build();
+        cache.try_get_with(key, async move {
+            let bytes = Bytes::from(build.await?);
+            Ok::<_, ApiError>(Body { generation, bytes })
+        })
+    };
+    let mut body = get().await.map_err(unshare)?;
+    for _ in 0..3 {
+        if after.is_some() || body.generation == pages.generation() {
+            break;
+        }
+        cache.invalidate(&key).await;
+        body = get().await.map_err(unshare)?;
+    }
+    Ok(body.bytes)
 }
 
 /// One post, or `None` when there is no such post (not cached: it may be created any time).

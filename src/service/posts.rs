@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
@@ -105,8 +106,28 @@ pub async fn get(
 
 /// The JSON body of a page of posts, newest first, strictly after `after`, with their stats
 /// and `viewer`'s own scores: the posts from the page cache, the stats from the stats cache,
-/// the scores from PostgreSQL (one statement, the two reads at once).
+/// the scores from PostgreSQL (one statement, the two reads at once). An anonymous page is
+/// kept whole for a moment (see [`pages`]).
 pub async fn list(
+    state: &AppState,
+    viewer: Option<&AuthUser>,
+    after: Option<PageKey>,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
+    match viewer {
+        Some(_) => build_page(state, viewer, after, limit)
+            .await
+            .map(Bytes::from),
+        None => {
+            pages::anonymous(state, after, limit, || {
+                build_page(state, None, after, limit)
+            })
+            .await
+        }
+    }
+}
+
+async fn build_page(
     state: &AppState,
     viewer: Option<&AuthUser>,
     after: Option<PageKey>,

@@ -70,6 +70,8 @@ async fn warm_pages_skip_postgres_and_cold_ones_load_once() {
 async fn a_new_post_is_on_this_instances_first_page_at_once() {
     let mut settings = test_settings();
     settings.page_cache.first_ttl = Duration::from_secs(60);
+    // With the stats cache on, whole anonymous pages are kept too.
+    settings.stats_cache_ttl = Duration::from_secs(60);
     let app = TestApp::with_settings(settings).await;
     let author = app.register("author").await;
     app.create_post(&author, "old").await;
