@@ -288,11 +288,15 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         grace: settings.heal.grace,
         metrics: metrics.clone(),
     });
-    let stop = shutdown.clone();
-    workers.push(spawn(
-        "audit",
-        Box::new(move || Box::pin(auditor.clone().run(stop.clone()))),
-    ));
+    // STATS_AUDIT_INTERVAL_SECS=0 turns the audit off: no task (a supervised task that
+    // returns at once would be restarted for ever).
+    if !settings.heal.audit_interval.is_zero() {
+        let stop = shutdown.clone();
+        workers.push(spawn(
+            "audit",
+            Box::new(move || Box::pin(auditor.clone().run(stop.clone()))),
+        ));
+    }
     let state = web::Data::new(AppState {
         stats,
         burst: BurstDetector::new(settings.burst),

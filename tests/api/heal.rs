@@ -163,6 +163,11 @@ async fn an_impossible_stat_is_never_shown_and_is_repaired() {
     }
     app.assert_exact(posts[0]).await;
     assert!(repairs(&app, "impossible").await > 0.0);
+    // A disabled audit is no task at all, not one that stops and is restarted.
+    let restarts = app
+        .metric("post_rate_task_restarts_total{task=\"audit\"}")
+        .await;
+    assert_eq!(restarts, 0.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
