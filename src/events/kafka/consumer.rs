@@ -1,5 +1,5 @@
-//! The stats consumer loop: read a batch, hand it to `apply`, and only then store and commit
-//! its offsets; commit again on revoke and on shutdown.
+//! The stats consumer loop: read a batch, hand it to `apply` (while the next batch is read),
+//! and only then store and commit its offsets; commit again on revoke and on shutdown.
 
 use std::fmt::Display;
 use std::future::Future;
@@ -282,75 +282,118 @@ where
     Fut: Future<Output = Result<(), E>>,
     E: Display,
 {
-    let stats = &cfg.stats;
     let batch_max = cfg.batch_max.max(1);
     let mut stream = consumer.stream();
-    let mut batch = Batch::default();
+    let mut gathering = Batch::default();
+    // The batch being applied while the next one is read and decoded, so that Redis works on
+    // one while this task works on the other. Its offsets are stored as soon as its apply
+    // succeeds, before the next batch is handed over: batches still apply one at a time, in
+    // order. (Partitions revoked meanwhile are re-read by their next owner; the stats store's
+    // fence drops what was applied twice.)
+    let mut applying: Option<Batch> = None;
     loop {
-        batch.clear();
-        match gather(
-            &mut stream,
-            consumer.context(),
-            &mut batch,
-            cfg,
-            batch_max,
-            shutdown,
-        )
-        .await?
-        {
-            Gathered::Shutdown => return Ok(()),
-            Gathered::Batch if batch.is_empty() => continue,
-            Gathered::Batch => {}
-        }
-
-        // A batch of only undecodable messages is not applied, but still committed past.
-        if !batch.entries.is_empty() {
-            let mut pause = RETRY_FIRST;
+        gathering.clear();
+        let events = applying
+            .as_ref()
+            .map(|b| b.entries.iter().map(|&(_, e)| e).collect())
+            .unwrap_or_default();
+        let applied = apply_until_done(&mut apply, events, &cfg.stats, shutdown);
+        tokio::pin!(applied);
+        let mut apply_pending = applying.is_some();
+        let gathered = {
+            let gather = gather(
+                &mut stream,
+                consumer.context(),
+                &mut gathering,
+                cfg,
+                batch_max,
+                shutdown,
+            );
+            tokio::pin!(gather);
             loop {
-                let events = batch.entries.iter().map(|&(_, e)| e).collect();
-                match apply(events).await {
-                    Ok(()) => break,
-                    Err(e) => {
-                        stats.apply_failures.fetch_add(1, Ordering::Relaxed);
-                        log::warn!(
-                            "applying a batch of {} events failed, retrying in {pause:?}: {e}",
-                            batch.entries.len()
-                        );
-                        tokio::select! {
-                            _ = shutdown.cancelled() => return Ok(()),
-                            _ = tokio::time::sleep(pause) => {}
+                tokio::select! {
+                    ok = &mut applied, if apply_pending => {
+                        apply_pending = false;
+                        let done = applying.take().expect("a batch is being applied");
+                        if !ok {
+                            return Ok(());
                         }
-                        pause = (pause * 2).min(RETRY_MAX);
+                        store_and_commit(consumer, cfg, &done);
                     }
+                    gathered = &mut gather => break gathered,
                 }
             }
-            stats.batches.fetch_add(1, Ordering::Relaxed);
-            stats
-                .applied
-                .fetch_add(batch.entries.len() as u64, Ordering::Relaxed);
+        };
+        if apply_pending {
+            let done = applying.take().expect("a batch is being applied");
+            if !applied.await {
+                return Ok(());
+            }
+            store_and_commit(consumer, cfg, &done);
         }
+        match gathered? {
+            Gathered::Shutdown => return Ok(()),
+            Gathered::Batch if gathering.is_empty() => continue,
+            Gathered::Batch => applying = Some(std::mem::take(&mut gathering)),
+        }
+    }
+}
 
-        let stored = batch
-            .commit_list(&cfg.topic)
-            .and_then(|tpl| consumer.store_offsets(&tpl));
-        if let Err(e) = stored {
-            // Only when the partitions were taken away during a very long apply: their new
-            // owner re-reads the batch and the stats store's fence drops the repeats.
-            log::warn!("storing offsets of an applied batch failed: {e}");
-            continue;
+/// Applies `events` (none: a batch of only undecodable messages, committed past without an
+/// apply), retrying after a growing pause until it succeeds (`true`) or shutdown comes
+/// (`false`). An apply already running is never cancelled.
+async fn apply_until_done<F, Fut, E>(
+    apply: &mut F,
+    events: Vec<RatingEvent>,
+    stats: &ConsumerStats,
+    shutdown: &CancellationToken,
+) -> bool
+where
+    F: FnMut(Vec<RatingEvent>) -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+    E: Display,
+{
+    if events.is_empty() {
+        return true;
+    }
+    let count = events.len();
+    let mut pause = RETRY_FIRST;
+    while let Err(e) = apply(events.clone()).await {
+        stats.apply_failures.fetch_add(1, Ordering::Relaxed);
+        log::warn!("applying a batch of {count} events failed, retrying in {pause:?}: {e}");
+        tokio::select! {
+            _ = shutdown.cancelled() => return false,
+            _ = tokio::time::sleep(pause) => {}
         }
-        // Async: the next batch need not wait for the broker. rdkafka 0.39 installs no
-        // offset-commit callback, so a failed async commit is only logged by librdkafka
-        // (COMMITFAIL); the revoke/shutdown commits are synchronous and checked.
-        match consumer.commit_consumer_state(CommitMode::Async) {
-            Ok(()) => {
-                stats.commits.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(e) if is_no_offset(&e) => {}
-            Err(e) => {
-                stats.commit_failures.fetch_add(1, Ordering::Relaxed);
-                log::warn!("starting an offset commit failed: {e}");
-            }
+        pause = (pause * 2).min(RETRY_MAX);
+    }
+    stats.batches.fetch_add(1, Ordering::Relaxed);
+    stats.applied.fetch_add(count as u64, Ordering::Relaxed);
+    true
+}
+
+/// Stores the offsets of an applied batch and starts their commit.
+fn store_and_commit(consumer: &StreamConsumer<BatchContext>, cfg: &ConsumerConfig, batch: &Batch) {
+    let stored = batch
+        .commit_list(&cfg.topic)
+        .and_then(|tpl| consumer.store_offsets(&tpl));
+    if let Err(e) = stored {
+        // Only when the partitions were taken away during the apply: their new owner
+        // re-reads the batch and the stats store's fence drops the repeats.
+        log::warn!("storing offsets of an applied batch failed: {e}");
+        return;
+    }
+    // Async: the next batch need not wait for the broker. rdkafka 0.39 installs no
+    // offset-commit callback, so a failed async commit is only logged by librdkafka
+    // (COMMITFAIL); the revoke/shutdown commits are synchronous and checked.
+    match consumer.commit_consumer_state(CommitMode::Async) {
+        Ok(()) => {
+            cfg.stats.commits.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(e) if is_no_offset(&e) => {}
+        Err(e) => {
+            cfg.stats.commit_failures.fetch_add(1, Ordering::Relaxed);
+            log::warn!("starting an offset commit failed: {e}");
         }
     }
 }
