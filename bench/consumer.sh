@@ -86,13 +86,17 @@ SQL
         FROM rating_events GROUP BY post_id ORDER BY post_id"
 }
 
-# redis_mismatches PREFIX: posts whose stats hash differs from $BENCH_TMP/expected.txt
-# (a missing field counts as 0).
+# redis_mismatches PREFIX [REDIS-CLI ARGS...]: posts whose stats hash differs from
+# $BENCH_TMP/expected.txt (a missing field counts as 0). A post's hash is
+# PREFIXstats:{pN}:ID, N its partition (of the default 12); `-c -p PORT` reads a cluster.
 redis_mismatches() {
+    local prefix=$1
+    shift
+    [ $# -gt 0 ] || set -- -h 127.0.0.1
     cut -d' ' -f1 "$BENCH_TMP/expected.txt" >"$BENCH_TMP/posts.txt"
-    sed "s/^/HMGET $1stats:/; s/\$/ c s h0 h1 h2 h3 h4 h5 w ws/" "$BENCH_TMP/posts.txt" |
-        redis-cli -h 127.0.0.1 | sed 's/^$/0/' | paste -d' ' - - - - - - - - - - |
-        paste -d' ' "$BENCH_TMP/posts.txt" - >"$BENCH_TMP/redis.txt"
+    awk -v p="$prefix" '{ printf "HMGET %sstats:{p%d}:%s c s h0 h1 h2 h3 h4 h5 w ws\n", p, $1 % 12, $1 }' \
+        "$BENCH_TMP/posts.txt" | redis-cli "$@" | grep -v '^-> Redirected' | sed 's/^$/0/' |
+        paste -d' ' - - - - - - - - - - | paste -d' ' "$BENCH_TMP/posts.txt" - >"$BENCH_TMP/redis.txt"
     diff "$BENCH_TMP/expected.txt" "$BENCH_TMP/redis.txt" | grep -c '^>' || true
 }
 
