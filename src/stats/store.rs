@@ -486,7 +486,24 @@ impl StatsStore {
         let mut fence_index: HashMap<i32, i64> = HashMap::new();
         let mut args = vec![segments.len() as i64];
         for seg in segments {
-            let runs = post_runs(seg.events, counted);
+            let mut runs = post_runs(seg.events, counted);
+            if self.cluster {
+                // A script's keys must share the partition's slot. An event filed under
+                // another partition than its post's (KAFKA_PARTITIONS changed under a
+                // running topic) cannot be applied with it: its post is rebuilt instead.
+                runs.retain(|run| {
+                    let own = self.partition_of(run.post_id) == seg.partition;
+                    if !own {
+                        log::warn!(
+                            "stats: an event of post {} came on partition {}, not its own: repairing the post",
+                            run.post_id,
+                            seg.partition
+                        );
+                        self.repairs.post(run.post_id, Cause::PostVersion, None);
+                    }
+                    own
+                });
+            }
             let (first, last) = match (seg.events.first(), seg.events.last()) {
                 (Some(f), Some(l)) => (f.seq, l.seq),
                 _ => (1, 0),
