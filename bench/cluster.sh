@@ -42,6 +42,12 @@ use_cluster() {
     CLUSTER_SEEDS=$(scripts/redis-cluster nodes)
 }
 
+# The ports of the masters serving slots now (a failover may have moved them).
+cluster_masters() {
+    redis-cli -p 30001 cluster nodes |
+        awk '$3 ~ /master/ && $3 !~ /fail/ && NF > 8 { split($2, a, "[:@]"); print a[2] }'
+}
+
 # cluster_service DATABASE_URL PREFIX [VAR=value ...]: the service on the cluster.
 cluster_service() {
     local url=$1 prefix=$2
@@ -54,7 +60,8 @@ cluster_service() {
 cluster_writes() {
     fresh_db "post_rate_${BENCH_RUN}_cluster"
     local db=$DB_URL
-    start_service "$db" "$BENCH_RUN:cw1:"
+    # Called as `cluster_writes || ...`, so errexit is off here: every step checks itself.
+    start_service "$db" "$BENCH_RUN:cw1:" || return 1
     log "cluster section: seeding $BENCH_USERS users, $BENCH_POSTS posts (loadgen, 3 s)"
     "$BIN/loadgen" --url "$BENCH_URL" --users "$BENCH_USERS" --posts "$BENCH_POSTS" \
         --duration 3 --mix rate=100 -c 16 --no-check \
@@ -65,7 +72,7 @@ cluster_writes() {
     WRITES_SINGLE=$(run_wrk writes-1-redis "$BENCH_URL/api/v1/posts/1/rating" "${args[@]}")
     wait_outbox_empty "$db" 300 >/dev/null
     stop_service
-    cluster_service "$db" "$BENCH_RUN:cw3:"
+    cluster_service "$db" "$BENCH_RUN:cw3:" || return 1
     WRITES_CLUSTER=$(run_wrk writes-cluster "$BENCH_URL/api/v1/posts/1/rating" "${args[@]}")
     wait_outbox_empty "$db" 300 >/dev/null
     stop_service
@@ -79,10 +86,10 @@ cluster_consumer() {
         STATS_AUDIT_INTERVAL_SECS=0 STATS_REPAIR_GRACE_SECS=604800)
     KAFKA_TOPICS+=("$topic")
     fresh_db "$name"
-    DATABASE_URL="$DB_URL" RUST_LOG=warn "$BIN/post-rate" migrate
+    DATABASE_URL="$DB_URL" RUST_LOG=warn "$BIN/post-rate" migrate || return 1
     log "cluster section: staging $BENCH_EVENTS outbox events, publishing them to $topic"
     stage_outbox "$DB_URL"
-    start_service "$DB_URL" "$BENCH_RUN:ce-pub:" "${kafka[@]}" RUN_CONSUMER=false
+    start_service "$DB_URL" "$BENCH_RUN:ce-pub:" "${kafka[@]}" RUN_CONSUMER=false || return 1
     watch_metric post_rate_relay_published_total cluster-publish
     wait_outbox_empty "$DB_URL" 60 >/dev/null
     stop_service
@@ -94,16 +101,19 @@ cluster_consumer() {
         KAFKA_GROUPS+=("$group")
         log "cluster section: consumer on $kind Redis, group $group"
         if [ "$kind" = single ]; then
-            start_service "$DB_URL" "$prefix" "${kafka[@]}" KAFKA_GROUP_ID="$group" RUN_RELAY=false
+            start_service "$DB_URL" "$prefix" "${kafka[@]}" KAFKA_GROUP_ID="$group" \
+                RUN_RELAY=false || return 1
         else
-            cluster_service "$DB_URL" "$prefix" "${kafka[@]}" KAFKA_GROUP_ID="$group" RUN_RELAY=false
+            cluster_service "$DB_URL" "$prefix" "${kafka[@]}" KAFKA_GROUP_ID="$group" \
+                RUN_RELAY=false || return 1
         fi
         watch_metric post_rate_events_applied_total "consumer-$kind" || true
         stop_service
         if [ "$kind" = single ]; then
             mism=$(redis_mismatches "$prefix")
         else
-            mism=$(redis_mismatches "$prefix" -c -p 30001)
+            # shellcheck disable=SC2046
+            mism=$(redis_mismatches "$prefix" $(cluster_masters))
         fi
         local json
         json=$(jq -c --argjson mism "$mism" '{events_per_sec: (.per_sec * 10 | round / 10),
@@ -128,6 +138,12 @@ bench_cluster() {
         cluster_consumer || BENCH_FAILED=1
     fi
     local status=ok
+    for j in "$WRITES_SINGLE" "$WRITES_CLUSTER"; do
+        if [ "$j" = null ] || [ "$(json_get "$j" non_2xx)" != 0 ]; then
+            status=write_errors
+            BENCH_FAILED=1
+        fi
+    done
     for j in "$CONSUMER_SINGLE" "$CONSUMER_CLUSTER"; do
         if [ "$j" != null ] && [ "$(json_get "$j" redis_mismatches)" != 0 ]; then
             status=redis_mismatch

@@ -86,17 +86,23 @@ SQL
         FROM rating_events GROUP BY post_id ORDER BY post_id"
 }
 
-# redis_mismatches PREFIX [REDIS-CLI ARGS...]: posts whose stats hash differs from
-# $BENCH_TMP/expected.txt (a missing field counts as 0). A post's hash is
-# PREFIXstats:{pN}:ID, N its partition (of the default 12); `-c -p PORT` reads a cluster.
+# redis_mismatches PREFIX [PORT...]: posts whose stats hash differs from
+# $BENCH_TMP/expected.txt (a missing hash or field counts as 0). Reads every PREFIXstats:*
+# hash (PREFIXstats:{TAG}:ID) of the one Redis on 6379, or of the cluster masters on PORTs.
 redis_mismatches() {
-    local prefix=$1
+    local prefix=$1 port
     shift
-    [ $# -gt 0 ] || set -- -h 127.0.0.1
-    cut -d' ' -f1 "$BENCH_TMP/expected.txt" >"$BENCH_TMP/posts.txt"
-    awk -v p="$prefix" '{ printf "HMGET %sstats:{p%d}:%s c s h0 h1 h2 h3 h4 h5 w ws\n", p, $1 % 12, $1 }' \
-        "$BENCH_TMP/posts.txt" | redis-cli "$@" | grep -v '^-> Redirected' | sed 's/^$/0/' |
-        paste -d' ' - - - - - - - - - - | paste -d' ' "$BENCH_TMP/posts.txt" - >"$BENCH_TMP/redis.txt"
+    [ $# -gt 0 ] || set -- 6379
+    : >"$BENCH_TMP/redis-found.txt"
+    for port in "$@"; do
+        redis-cli -h 127.0.0.1 -p "$port" --scan --pattern "${prefix}stats:*" >"$BENCH_TMP/keys.txt"
+        sed 's/.*/HMGET & c s h0 h1 h2 h3 h4 h5 w ws/' "$BENCH_TMP/keys.txt" |
+            redis-cli -h 127.0.0.1 -p "$port" | sed 's/^$/0/' | paste -d' ' - - - - - - - - - - |
+            paste -d' ' <(sed 's/.*://' "$BENCH_TMP/keys.txt") - >>"$BENCH_TMP/redis-found.txt"
+    done
+    awk 'NR == FNR { found[$1] = $0; next }
+         { print ($1 in found) ? found[$1] : $1 " 0 0 0 0 0 0 0 0 0 0" }' \
+        "$BENCH_TMP/redis-found.txt" "$BENCH_TMP/expected.txt" >"$BENCH_TMP/redis.txt"
     diff "$BENCH_TMP/expected.txt" "$BENCH_TMP/redis.txt" | grep -c '^>' || true
 }
 

@@ -5,6 +5,7 @@ pub mod burst;
 pub mod cache;
 pub mod conn;
 pub mod repairs;
+pub mod slots;
 pub mod store;
 
 pub use cache::StatsCache;

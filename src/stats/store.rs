@@ -84,6 +84,8 @@ pub struct StatsStore {
     cluster: bool,
     prefix: Arc<str>,
     partitions: i32,
+    /// The hash tag of each partition ([`super::slots`]).
+    tags: Arc<[String]>,
     timeout: Duration,
     apply_script: Arc<Script>,
     repair_script: Arc<Script>,
@@ -145,6 +147,7 @@ impl StatsStore {
             cluster: target.addr.is_cluster(),
             prefix: target.prefix.as_str().into(),
             partitions: target.partitions.max(1),
+            tags: super::slots::partition_tags(target.partitions).into(),
             timeout,
             apply_script: Arc::new(Script::new(include_str!("apply.lua"))),
             repair_script: Arc::new(Script::new(include_str!("repair.lua"))),
@@ -173,7 +176,10 @@ impl StatsStore {
     /// Every key of one partition carries its hash tag, so a cluster keeps them in one slot:
     /// a fenced apply, a repair and a burst call each touch a single slot.
     fn tag(&self, partition: i32) -> String {
-        format!("{{p{partition}}}")
+        match self.tags.get(partition as usize) {
+            Some(tag) => format!("{{{tag}}}"),
+            None => format!("{{p{partition}}}"),
+        }
     }
 
     pub fn post_key(&self, post_id: i64) -> String {
