@@ -23,7 +23,7 @@ struct Behind {
 pub struct FenceWatch {
     grace: Duration,
     behind: HashMap<i32, Behind>,
-    /// Whether fences were ever seen: only then does an empty fence hash mean a lost store.
+    /// Whether fences were ever seen: only then does finding none mean a lost store.
     /// Before that it may be a new one whose first events are still on their way (they
     /// start at sequence 1 and apply as they come), so it is judged like fences behind.
     seen_fences: bool,
@@ -58,7 +58,7 @@ impl FenceWatch {
         if !fences.is_empty() {
             self.seen_fences = true;
         } else if self.seen_fences && last.iter().any(|(_, seq)| *seq > 0) {
-            // The fence hash is written by every apply: it is gone, so is the store.
+            // Every apply writes its partition's fence: all gone, so is the store.
             self.behind.clear();
             self.had_fence.clear();
             return last
