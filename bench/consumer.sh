@@ -86,13 +86,23 @@ SQL
         FROM rating_events GROUP BY post_id ORDER BY post_id"
 }
 
-# redis_mismatches PREFIX: posts whose stats hash differs from $BENCH_TMP/expected.txt
-# (a missing field counts as 0).
+# redis_mismatches PREFIX [PORT...]: posts whose stats hash differs from
+# $BENCH_TMP/expected.txt (a missing hash or field counts as 0). Reads every PREFIXstats:*
+# hash (PREFIXstats:{TAG}:ID) of the one Redis on 6379, or of the cluster masters on PORTs.
 redis_mismatches() {
-    cut -d' ' -f1 "$BENCH_TMP/expected.txt" >"$BENCH_TMP/posts.txt"
-    sed "s/^/HMGET $1stats:/; s/\$/ c s h0 h1 h2 h3 h4 h5 w ws/" "$BENCH_TMP/posts.txt" |
-        redis-cli -h 127.0.0.1 | sed 's/^$/0/' | paste -d' ' - - - - - - - - - - |
-        paste -d' ' "$BENCH_TMP/posts.txt" - >"$BENCH_TMP/redis.txt"
+    local prefix=$1 port
+    shift
+    [ $# -gt 0 ] || set -- 6379
+    : >"$BENCH_TMP/redis-found.txt"
+    for port in "$@"; do
+        redis-cli -h 127.0.0.1 -p "$port" --scan --pattern "${prefix}stats:*" >"$BENCH_TMP/keys.txt"
+        sed 's/.*/HMGET & c s h0 h1 h2 h3 h4 h5 w ws/' "$BENCH_TMP/keys.txt" |
+            redis-cli -h 127.0.0.1 -p "$port" | sed 's/^$/0/' | paste -d' ' - - - - - - - - - - |
+            paste -d' ' <(sed 's/.*://' "$BENCH_TMP/keys.txt") - >>"$BENCH_TMP/redis-found.txt"
+    done
+    awk 'NR == FNR { found[$1] = $0; next }
+         { print ($1 in found) ? found[$1] : $1 " 0 0 0 0 0 0 0 0 0 0" }' \
+        "$BENCH_TMP/redis-found.txt" "$BENCH_TMP/expected.txt" >"$BENCH_TMP/redis.txt"
     diff "$BENCH_TMP/expected.txt" "$BENCH_TMP/redis.txt" | grep -c '^>' || true
 }
 

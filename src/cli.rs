@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use crate::config::Settings;
-use crate::stats::StatsStore;
+use crate::stats::{RedisTarget, StatsStore};
 
 #[derive(Parser)]
 #[command(
@@ -44,8 +44,7 @@ enum Command {
 /// `post-rate audit`: one version pass and one full pass; what they find is only reported.
 async fn audit(settings: &Settings) -> Result<(), String> {
     let store = StatsStore::new(
-        &settings.redis_url,
-        &settings.redis_key_prefix,
+        &RedisTarget::from_settings(settings),
         2,
         settings.redis_timeout,
     )
@@ -150,8 +149,7 @@ pub fn main() -> ExitCode {
             Command::Audit => audit(&settings).await,
             Command::Reconcile { dry_run, wait_secs } => {
                 let store = StatsStore::new(
-                    &settings.redis_url,
-                    &settings.redis_key_prefix,
+                    &RedisTarget::from_settings(&settings),
                     2,
                     settings.redis_timeout,
                 )

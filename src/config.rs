@@ -24,8 +24,11 @@ pub struct Settings {
     pub database_pool_size: usize,
     /// `DATABASE_TIMEOUT_MS` [5000]: pool wait, connect and statement timeout.
     pub database_timeout: Duration,
-    /// `REDIS_URL`.
+    /// `REDIS_URL`: one server, or with `redis_cluster` a comma-separated list of seed nodes.
     pub redis_url: String,
+    /// `REDIS_CLUSTER` [false]: Redis is a Redis Cluster (keys are laid out by partition
+    /// with hash tags either way, see `stats::store`).
+    pub redis_cluster: bool,
     /// `REDIS_KEY_PREFIX` [post-rate:]: every key the service writes starts with it.
     pub redis_key_prefix: String,
     /// `REDIS_POOL_SIZE` [32].
@@ -92,6 +95,9 @@ pub struct Settings {
     /// `X-Forwarded-For` entry, 400 when it is not an address (set it only behind a proxy
     /// that appends it).
     pub rate_limit_trust_forwarded_for: bool,
+    /// `RATE_LIMIT_STORE` [memory]: where the limits' state lives, each instance's memory or
+    /// Redis (shared by every instance).
+    pub rate_limit_store: RateLimitStore,
     /// `APP_ENV` [development]: `production` refuses insecure settings.
     pub production: bool,
     /// What a client can make the service spend (DESIGN §8.6); see the README's "Security".
@@ -233,6 +239,15 @@ fn millis(name: &'static str, default: u64) -> Result<Duration, ConfigError> {
     parse_range(name, default, 1, 3_600_000).map(Duration::from_millis)
 }
 
+/// Where the rate limits keep their state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateLimitStore {
+    /// Each instance's memory: no round trip, but each instance grants the whole limit.
+    Memory,
+    /// Redis, one Lua call per check: every instance shares one limit.
+    Redis,
+}
+
 fn secs(name: &'static str, default: u64, min: u64) -> Result<Duration, ConfigError> {
     parse_range(name, default, min, 7 * 86400).map(Duration::from_secs)
 }
@@ -277,6 +292,7 @@ impl Settings {
             database_pool_size: parse_range("DATABASE_POOL_SIZE", 16, 1, 1000)?,
             database_timeout: millis("DATABASE_TIMEOUT_MS", 5000)?,
             redis_url: var("REDIS_URL").unwrap_or_else(|| "redis://127.0.0.1:6379".into()),
+            redis_cluster: parse_bool("REDIS_CLUSTER", false)?,
             redis_key_prefix: var("REDIS_KEY_PREFIX").unwrap_or_else(|| "post-rate:".into()),
             redis_pool_size: parse_range("REDIS_POOL_SIZE", 32, 1, 1000)?,
             redis_timeout: millis("REDIS_TIMEOUT_MS", 2000)?,
@@ -324,6 +340,17 @@ impl Settings {
             rate_limit_writes_per_min: parse_range("RATE_LIMIT_WRITES_PER_MIN", 120, 0, 1_000_000)?,
             rate_limit_auth_per_min: parse_range("RATE_LIMIT_AUTH_PER_MIN", 30, 0, 1_000_000)?,
             rate_limit_trust_forwarded_for: parse_bool("RATE_LIMIT_TRUST_FORWARDED_FOR", false)?,
+            rate_limit_store: match var("RATE_LIMIT_STORE").as_deref() {
+                None | Some("memory") => RateLimitStore::Memory,
+                Some("redis") => RateLimitStore::Redis,
+                Some(other) => {
+                    return Err(ConfigError {
+                        var: "RATE_LIMIT_STORE",
+                        value: other.into(),
+                        reason: "expected memory or redis".into(),
+                    })
+                }
+            },
             production,
             edges: EdgeLimits::from_env()?,
             password_hash_threads: hash_threads,

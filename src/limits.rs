@@ -9,10 +9,12 @@
 //! more request would pass); `0` disables a limit. Each limit is a GCRA (the `governor`
 //! crate): a client may spend its whole minute at once, then one request per `60/N` s.
 //!
-//! The limits live in each instance's memory: nothing to call per request and they keep
-//! working while Redis is down, which is when a login flood hurts most. Behind a load
-//! balancer that spreads one client over `n` instances, that client gets up to `n` times
-//! the limit; set the per-instance value accordingly, or route clients stickily.
+//! By default (`RATE_LIMIT_STORE=memory`) the limits live in each instance's memory: nothing
+//! to call per request and they keep working while Redis is down, which is when a login
+//! flood hurts most. Behind a load balancer that spreads one client over `n` instances, that
+//! client gets up to `n` times the limit. `RATE_LIMIT_STORE=redis` keeps them in Redis
+//! instead ([`shared`]): one limit for every instance, at one Redis call per check, failing
+//! open while Redis is away.
 //!
 //! The client address is the TCP peer. Behind a proxy every request comes from the proxy,
 //! so `RATE_LIMIT_TRUST_FORWARDED_FOR=true` takes the last entry of `X-Forwarded-For`
@@ -33,22 +35,31 @@ use std::time::Duration;
 
 use actix_web::dev::Payload;
 use actix_web::{web, FromRequest, HttpRequest};
-use futures::future::{ready, Ready};
+use futures::future::LocalBoxFuture;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{authenticate, AuthUser};
+use crate::config::RateLimitStore;
 use crate::error::ApiError;
 use crate::server::AppState;
 
-/// The per-instance limiters; `None` where the limit is disabled.
+mod shared;
+
+use shared::{Limit, SharedLimits};
+
+/// The per-instance limiters; `None` where the limit is disabled, or kept in Redis.
 pub struct RateLimits {
     writes: Option<DefaultKeyedRateLimiter<i64>>,
     /// Keyed by [`client_key`].
     auth: Option<DefaultKeyedRateLimiter<IpAddr>>,
     trust_forwarded_for: bool,
     clock: DefaultClock,
+    writes_per_min: u32,
+    auth_per_min: u32,
+    /// `RATE_LIMIT_STORE=redis`: the limits live in Redis instead of `writes` and `auth`.
+    shared: Option<SharedLimits>,
 }
 
 fn limiter<K>(per_min: u32) -> Option<DefaultKeyedRateLimiter<K>>
@@ -65,7 +76,56 @@ impl RateLimits {
             auth: limiter(auth_per_min),
             trust_forwarded_for,
             clock: DefaultClock::default(),
+            writes_per_min,
+            auth_per_min,
+            shared: None,
         }
+    }
+
+    /// Limits kept where `store` says: in this instance's memory, or in Redis.
+    pub fn kept_in(self, store: RateLimitStore) -> Self {
+        match store {
+            RateLimitStore::Memory => self,
+            RateLimitStore::Redis => Self {
+                writes: None,
+                auth: None,
+                shared: Some(SharedLimits::default()),
+                ..self
+            },
+        }
+    }
+
+    /// Counts one post or rating write of `user`, wherever the limits are kept.
+    pub async fn admit_write(&self, state: &AppState, user: i64) -> Result<(), ApiError> {
+        let Some(shared) = &self.shared else {
+            return self.check_write(user);
+        };
+        let limit = Limit {
+            kind: "writes",
+            per_min: self.writes_per_min,
+        };
+        shared.check(state, limit, &user.to_string()).await
+    }
+
+    /// Counts one register or token request from the client of `req`, wherever the limits
+    /// are kept.
+    pub async fn admit_auth(&self, state: &AppState, req: &HttpRequest) -> Result<(), ApiError> {
+        let Some(shared) = &self.shared else {
+            return self.check_auth(req);
+        };
+        if self.auth_per_min == 0 {
+            return Ok(());
+        }
+        let Some(addr) = self.client_addr(req)? else {
+            return Ok(());
+        };
+        let limit = Limit {
+            kind: "auth",
+            per_min: self.auth_per_min,
+        };
+        shared
+            .check(state, limit, &client_key(addr).to_string())
+            .await
     }
 
     fn check<K>(
@@ -201,14 +261,15 @@ pub struct Writer(pub AuthUser);
 
 impl FromRequest for Writer {
     type Error = ApiError;
-    type Future = Ready<Result<Self, ApiError>>;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready((|| {
-            let user = authenticate(req)?;
-            state(req)?.limits.check_write(user.id)?;
+        let checked = authenticate(req).and_then(|user| Ok((user, state(req)?.clone())));
+        Box::pin(async move {
+            let (user, state) = checked?;
+            state.limits.admit_write(&state, user.id).await?;
             Ok(Writer(user))
-        })())
+        })
     }
 }
 
@@ -219,14 +280,15 @@ pub struct AuthAttempt;
 
 impl FromRequest for AuthAttempt {
     type Error = ApiError;
-    type Future = Ready<Result<Self, ApiError>>;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(
-            state(req)
-                .and_then(|s| s.limits.check_auth(req))
-                .map(|()| AuthAttempt),
-        )
+        let req = req.clone();
+        Box::pin(async move {
+            let state = state(&req)?.clone();
+            state.limits.admit_auth(&state, &req).await?;
+            Ok(AuthAttempt)
+        })
     }
 }
 

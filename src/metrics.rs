@@ -16,6 +16,8 @@ pub struct Metrics {
     pub ratings_written: IntCounter,
     pub burst_damped: IntCounter,
     pub redis_errors: IntCounter,
+    /// Rate limit checks let through because Redis (`RATE_LIMIT_STORE=redis`) did not answer.
+    pub rate_limit_store_errors: IntCounter,
     pub relay_published: IntCounter,
     pub relay_errors: IntCounter,
     pub events_applied: IntCounter,
@@ -207,6 +209,11 @@ impl Metrics {
                 r,
                 "post_rate_redis_errors_total",
                 "Redis calls that failed or timed out.",
+            ),
+            rate_limit_store_errors: counter(
+                r,
+                "post_rate_rate_limit_store_errors_total",
+                "Rate limit checks let through because Redis did not answer.",
             ),
             relay_published: counter(
                 r,

@@ -32,7 +32,7 @@ use crate::repair::audit::Auditor;
 use crate::repair::{PipelineHealth, Repairer};
 use crate::service::pages::PageCache;
 use crate::stats::burst::BurstDetector;
-use crate::stats::{StatsCache, StatsStore};
+use crate::stats::{RedisTarget, StatsCache, StatsStore};
 use crate::worker::{PerWorker, Slots};
 
 /// A background task's body, as its supervisor starts it.
@@ -51,7 +51,7 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Post id → author: posts never change author, so entries never go stale.
     pub authors: moka::future::Cache<i64, i64>,
-    /// `RATE_LIMIT_*`, per instance.
+    /// `RATE_LIMIT_*`, per instance or in Redis (`RATE_LIMIT_STORE`).
     pub limits: Arc<RateLimits>,
     /// How often `/metrics` counts the outbox.
     pub outbox_gauge: crate::api::health::Throttle,
@@ -176,8 +176,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
     })
     .map_err(|e| StartError::Pool(e.to_string()))?;
     let store = StatsStore::for_workers(
-        &settings.redis_url,
-        &settings.redis_key_prefix,
+        &RedisTarget::from_settings(&settings),
         settings.redis_pool_size,
         settings.redis_timeout,
         settings.http_workers,
@@ -228,11 +227,14 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
             Box::new(move || Box::pin(relay.clone().run(stop.clone()))),
         ));
     }
-    let limits = Arc::new(RateLimits::new(
-        settings.rate_limit_writes_per_min,
-        settings.rate_limit_auth_per_min,
-        settings.rate_limit_trust_forwarded_for,
-    ));
+    let limits = Arc::new(
+        RateLimits::new(
+            settings.rate_limit_writes_per_min,
+            settings.rate_limit_auth_per_min,
+            settings.rate_limit_trust_forwarded_for,
+        )
+        .kept_in(settings.rate_limit_store),
+    );
     workers.push(tokio::spawn(RateLimits::sweep(
         Arc::downgrade(&limits),
         shutdown.clone(),

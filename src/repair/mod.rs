@@ -5,7 +5,7 @@
 //!   or without a fence (a rollback, a wipe), a post whose events do not follow on from the
 //!   version its hash reached (a deleted or evicted hash), an impossible stat seen by a reader.
 //! - The store check ([`watch`], about once a second) compares the fences with what the relay
-//!   stamped: a fence hash that is gone, a fence ahead of the relay, a fence standing still
+//!   stamped: fences that are gone, a fence ahead of the relay, a fence standing still
 //!   behind it for longer than the grace.
 //! - The audit ([`audit`]) walks every post in chunks for what no event reveals.
 //! - The [`Repairer`] drains the queue: each round takes the relay's stamp lock, snapshots

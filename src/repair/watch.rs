@@ -2,7 +2,7 @@
 //! per partition, about once a second. Events reveal most losses (apply sees a gap or a post
 //! that does not follow on); this catches the ones no new event will reveal.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use crate::stats::Cause;
@@ -23,10 +23,13 @@ struct Behind {
 pub struct FenceWatch {
     grace: Duration,
     behind: HashMap<i32, Behind>,
-    /// Whether fences were ever seen: only then does an empty fence hash mean a lost store.
+    /// Whether fences were ever seen: only then does finding none mean a lost store.
     /// Before that it may be a new one whose first events are still on their way (they
     /// start at sequence 1 and apply as they come), so it is judged like fences behind.
     seen_fences: bool,
+    /// Partitions whose fence was seen: one that disappears alone is a lost part of the
+    /// store (a cluster node restarted empty), rebuilt at once.
+    had_fence: HashSet<i32>,
 }
 
 /// A partition to repair: which, why, and the fence below which it is still needed.
@@ -40,6 +43,7 @@ impl FenceWatch {
             grace,
             behind: HashMap::new(),
             seen_fences: false,
+            had_fence: HashSet::new(),
         }
     }
 
@@ -54,8 +58,9 @@ impl FenceWatch {
         if !fences.is_empty() {
             self.seen_fences = true;
         } else if self.seen_fences && last.iter().any(|(_, seq)| *seq > 0) {
-            // The fence hash is written by every apply: it is gone, so is the store.
+            // Every apply writes its partition's fence: all gone, so is the store.
             self.behind.clear();
+            self.had_fence.clear();
             return last
                 .iter()
                 .filter(|(_, seq)| *seq > 0)
@@ -70,6 +75,11 @@ impl FenceWatch {
             }
         }
         for &(part, seq) in last {
+            if seq > 0 && !fences.contains_key(&part) && self.had_fence.remove(&part) {
+                self.behind.remove(&part);
+                found.push((part, Cause::StoreLost, None));
+                continue;
+            }
             let fence = fences.get(&part).copied().unwrap_or(0);
             if fence >= seq {
                 self.behind.remove(&part);
@@ -94,6 +104,7 @@ impl FenceWatch {
                 entry.grace = (entry.grace * 2).min(MAX_GRACE);
             }
         }
+        self.had_fence.extend(fences.keys());
         found.sort_unstable_by_key(|f| f.0);
         found
     }
@@ -102,6 +113,23 @@ impl FenceWatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fence_that_disappears_alone_is_a_lost_part_of_the_store() {
+        let mut w = FenceWatch::new(Duration::from_secs(10));
+        let t0 = Instant::now();
+        let last = [(0, 5), (1, 7), (2, 9)];
+        assert!(w
+            .observe(t0, &fences(&[(0, 5), (1, 7), (2, 9)]), &last)
+            .is_empty());
+        // A node holding partition 1 came back empty: at once, not after the grace.
+        assert_eq!(
+            w.observe(t0, &fences(&[(0, 5), (2, 9)]), &last),
+            vec![(1, Cause::StoreLost, None)]
+        );
+        // Once reported, it is judged like any fence behind until it is back.
+        assert!(w.observe(t0, &fences(&[(0, 5), (2, 9)]), &last).is_empty());
+    }
 
     fn fences(pairs: &[(i32, i64)]) -> HashMap<i32, i64> {
         pairs.iter().copied().collect()

@@ -4,12 +4,14 @@
 -- (field `v` of its hash: the number of its events counted; versions are gap-free too, so a
 -- post whose first event here is not v + 1 has lost events and is repaired from PostgreSQL).
 --
--- KEYS[1]: the fence hash (partition -> highest applied sequence).
--- KEYS[2..]: the stats hashes of the posts in the batch.
--- ARGV[1]: number of segments; then per segment: partition, first seq, last seq, number of
--- posts, and per post: the index of its key in KEYS, its number of events, its first and
--- last version (first 0: events stamped before versions existed) and its 10 summed deltas.
--- A segment is a run of consecutive sequences of one partition.
+-- KEYS: the fence of each partition in the batch (a string: the highest applied sequence)
+-- and the stats hashes of the posts in the batch, in any order. In a Redis Cluster the
+-- caller sends one partition per call: its keys share the partition's hash tag.
+-- ARGV[1]: number of segments; then per segment: partition, the index of its fence in KEYS,
+-- first seq, last seq, number of posts, and per post: the index of its key in KEYS, its
+-- number of events, its first and last version (first 0: events stamped before versions
+-- existed) and its 10 summed deltas. A segment is a run of consecutive sequences of one
+-- partition.
 --
 -- Per segment: all at or below the fence -> duplicate; starts right after the fence ->
 -- applied post by post; starts beyond it, or the partition has no fence and this is not its
@@ -27,17 +29,19 @@ local FIELDS = {'c', 's', 'h0', 'h1', 'h2', 'h3', 'h4', 'h5', 'w', 'ws'}
 local PER_POST = 14
 local nseg = tonumber(ARGV[1])
 local fences = {}
+local fence_keys = {}
 local plan = {}
 local broken_parts = {}
 local i = 2
 for s = 1, nseg do
   local part = ARGV[i]
-  local first = tonumber(ARGV[i + 1])
-  local last = tonumber(ARGV[i + 2])
-  local nposts = tonumber(ARGV[i + 3])
+  fence_keys[part] = KEYS[tonumber(ARGV[i + 1])]
+  local first = tonumber(ARGV[i + 2])
+  local last = tonumber(ARGV[i + 3])
+  local nposts = tonumber(ARGV[i + 4])
   local fence = fences[part]
   if fence == nil then
-    local stored = redis.call('HGET', KEYS[1], part)
+    local stored = redis.call('GET', fence_keys[part])
     fence = stored and tonumber(stored) or false
   end
   local action
@@ -57,8 +61,8 @@ for s = 1, nseg do
     return {-1, s, fence}
   end
   fences[part] = fence
-  plan[s] = {action, i + 4, nposts, last - first + 1}
-  i = i + 4 + nposts * PER_POST
+  plan[s] = {action, i + 5, nposts, last - first + 1}
+  i = i + 5 + nposts * PER_POST
 end
 
 -- The version each post of an applied segment has reached, and what to do with it.
@@ -124,7 +128,7 @@ for s = 1, nseg do
 end
 for part, fence in pairs(fences) do
   if fence ~= false then
-    redis.call('HSET', KEYS[1], part, fence)
+    redis.call('SET', fence_keys[part], fence)
   end
 end
 local out = {0, applied, duplicates, gaps, unfollowed, #broken_parts}

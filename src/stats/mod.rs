@@ -1,14 +1,17 @@
-//! Redis-held per-post stats: the fenced store, the moka read cache, burst weights, and the
-//! queue of what the store found wrong.
+//! Redis-held per-post stats: the fenced store (on one Redis or a Redis Cluster), the moka
+//! read cache, burst weights, and the queue of what the store found wrong.
 
 pub mod burst;
 pub mod cache;
+pub mod conn;
 pub mod repairs;
+pub mod slots;
 pub mod store;
 
 pub use cache::StatsCache;
+pub use conn::{RedisAddr, RedisConn};
 pub use repairs::{Cause, RepairQueue};
-pub use store::{ApplyReport, StatsStore, StoredStats};
+pub use store::{ApplyReport, RedisTarget, StatsStore, StoredStats};
 
 /// A post's totals: the sum of every delta applied to it (same ten integers).
 pub type PostStats = crate::model::StatsDelta;

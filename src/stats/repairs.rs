@@ -11,8 +11,8 @@ use tokio::sync::Notify;
 /// Why a partition or a post is repaired; the `cause` label of `post_rate_stats_repairs_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Cause {
-    /// The fence hash is gone while the relay has stamped events: Redis restarted empty
-    /// or was flushed.
+    /// Fences are gone while the relay has stamped events: Redis (or a cluster node)
+    /// restarted empty or was flushed.
     StoreLost,
     /// Events arrived beyond the partition's fence, or for a partition without a fence:
     /// earlier events are missing and nothing will deliver them again (a rollback).

@@ -8,13 +8,15 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use deadpool::managed::{self, Metrics, Object, RecycleResult};
+use deadpool::managed::Object;
 use deadpool::Runtime;
-use redis::aio::MultiplexedConnection;
+use futures::future::try_join_all;
 use redis::{RedisError, Script};
 
+use super::conn::{Manager, Pool, RedisAddr, RedisConn};
 use super::repairs::{Cause, RepairQueue};
 use super::{PostStats, StatsError};
+use crate::config::Settings;
 use crate::model::RatingEvent;
 use crate::worker::PerWorker;
 
@@ -23,45 +25,25 @@ const FIELDS: [&str; 10] = ["c", "s", "h0", "h1", "h2", "h3", "h4", "h5", "w", "
 const FIELDS_AND_VERSION: [&str; 11] =
     ["c", "s", "h0", "h1", "h2", "h3", "h4", "h5", "w", "ws", "v"];
 
-/// A pooled connection that was used this recently is handed out without a check.
-const TRUSTED_IDLE: Duration = Duration::from_secs(1);
-
-/// deadpool-redis's manager without its check on every checkout: that check (UNWATCH + PING)
-/// is a Redis round trip per `get`, which doubled the round trips of a rating write. A
-/// connection used within [`TRUSTED_IDLE`] is handed out as it is; a broken one fails its
-/// next command, and [`StatsStore::with_conn`] then takes it out of the pool. Connections
-/// idle for longer are checked as before.
-struct Manager {
-    inner: deadpool_redis::Manager,
-    /// `REDIS_TIMEOUT_MS`: redis-rs's own limit on an answer (500 ms by default) is raised to
-    /// it, so a long script (a full consumer batch, a repair chunk) under load is bounded by
-    /// [`StatsStore::with_conn`]'s deadline alone.
-    timeout: Duration,
+/// Which Redis the store talks to and how its keys are laid out.
+#[derive(Debug, Clone)]
+pub struct RedisTarget {
+    pub addr: RedisAddr,
+    /// `REDIS_KEY_PREFIX`: every key starts with it.
+    pub prefix: String,
+    /// `KAFKA_PARTITIONS`: the keys of a post carry its partition's hash tag.
+    pub partitions: i32,
 }
 
-impl managed::Manager for Manager {
-    type Type = MultiplexedConnection;
-    type Error = RedisError;
-
-    async fn create(&self) -> Result<MultiplexedConnection, RedisError> {
-        let mut conn = self.inner.create().await?;
-        conn.set_response_timeout(self.timeout);
-        Ok(conn)
-    }
-
-    async fn recycle(
-        &self,
-        conn: &mut MultiplexedConnection,
-        metrics: &Metrics,
-    ) -> RecycleResult<RedisError> {
-        if metrics.last_used() < TRUSTED_IDLE {
-            return Ok(());
+impl RedisTarget {
+    pub fn from_settings(s: &Settings) -> Self {
+        RedisTarget {
+            addr: RedisAddr::new(&s.redis_url, s.redis_cluster),
+            prefix: s.redis_key_prefix.clone(),
+            partitions: s.kafka_partitions,
         }
-        self.inner.recycle(conn, metrics).await
     }
 }
-
-type Pool = managed::Pool<Manager>;
 
 /// What one apply did with its events.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +57,19 @@ pub struct ApplyReport {
     pub unfollowed: u64,
 }
 
+impl std::ops::Add for ApplyReport {
+    type Output = ApplyReport;
+
+    fn add(self, other: ApplyReport) -> ApplyReport {
+        ApplyReport {
+            applied: self.applied + other.applied,
+            duplicates: self.duplicates + other.duplicates,
+            gaps: self.gaps + other.gaps,
+            unfollowed: self.unfollowed + other.unfollowed,
+        }
+    }
+}
+
 /// A post's stats and the version its hash has reached, as stored.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StoredStats {
@@ -86,7 +81,11 @@ pub struct StoredStats {
 pub struct StatsStore {
     /// `REDIS_POOL_SIZE` connections shared out over the HTTP workers ([`crate::worker`]).
     pool: PerWorker<Pool>,
+    cluster: bool,
     prefix: Arc<str>,
+    partitions: i32,
+    /// The hash tag of each partition ([`super::slots`]).
+    tags: Arc<[String]>,
     timeout: Duration,
     apply_script: Arc<Script>,
     repair_script: Arc<Script>,
@@ -111,41 +110,44 @@ struct PostRun {
 impl StatsStore {
     /// A store with one pool, for tools and tests (no HTTP workers).
     pub fn new(
-        url: &str,
-        prefix: &str,
+        target: &RedisTarget,
         pool_size: usize,
         timeout: Duration,
     ) -> Result<Self, StatsError> {
-        Self::for_workers(url, prefix, pool_size, timeout, 0)
+        Self::for_workers(target, pool_size, timeout, 0)
     }
 
     /// A store whose `pool_size` connections are shared out over `http_workers` pools, plus
     /// a pool of that share for every other thread ([`PerWorker`]).
     pub fn for_workers(
-        url: &str,
-        prefix: &str,
+        target: &RedisTarget,
         pool_size: usize,
         timeout: Duration,
         http_workers: usize,
     ) -> Result<Self, StatsError> {
+        if target.prefix.contains(['{', '}']) {
+            return Err(StatsError::Config(
+                "REDIS_KEY_PREFIX must not contain { or }: the keys' hash tags follow it".into(),
+            ));
+        }
         let pool = PerWorker::split(pool_size, http_workers, |size| {
-            let manager =
-                deadpool_redis::Manager::new(url).map_err(|e| StatsError::Config(e.to_string()))?;
-            Pool::builder(Manager {
-                inner: manager,
-                timeout,
-            })
-            .max_size(size)
-            .wait_timeout(Some(timeout))
-            .create_timeout(Some(timeout))
-            .recycle_timeout(Some(timeout))
-            .runtime(Runtime::Tokio1)
-            .build()
-            .map_err(|e| StatsError::Config(e.to_string()))
+            let manager = Manager::new(&target.addr, timeout)
+                .map_err(|e| StatsError::Config(e.to_string()))?;
+            Pool::builder(manager)
+                .max_size(size)
+                .wait_timeout(Some(timeout))
+                .create_timeout(Some(timeout))
+                .recycle_timeout(Some(timeout))
+                .runtime(Runtime::Tokio1)
+                .build()
+                .map_err(|e| StatsError::Config(e.to_string()))
         })?;
         Ok(StatsStore {
             pool,
-            prefix: prefix.into(),
+            cluster: target.addr.is_cluster(),
+            prefix: target.prefix.as_str().into(),
+            partitions: target.partitions.max(1),
+            tags: super::slots::partition_tags(target.partitions).into(),
             timeout,
             apply_script: Arc::new(Script::new(include_str!("apply.lua"))),
             repair_script: Arc::new(Script::new(include_str!("repair.lua"))),
@@ -162,27 +164,69 @@ impl StatsStore {
         &self.prefix
     }
 
+    pub fn is_cluster(&self) -> bool {
+        self.cluster
+    }
+
+    /// The partition of a post: the same rule as `db::outbox::partition_of`.
+    pub fn partition_of(&self, post_id: i64) -> i32 {
+        post_id.rem_euclid(i64::from(self.partitions)) as i32
+    }
+
+    /// Every key of one partition carries its hash tag, so a cluster keeps them in one slot:
+    /// a fenced apply, a repair and a burst call each touch a single slot.
+    fn tag(&self, partition: i32) -> String {
+        match self.tags.get(partition as usize) {
+            Some(tag) => format!("{{{tag}}}"),
+            None => format!("{{p{partition}}}"),
+        }
+    }
+
     pub fn post_key(&self, post_id: i64) -> String {
-        format!("{}stats:{post_id}", self.prefix)
+        let tag = self.tag(self.partition_of(post_id));
+        format!("{}stats:{tag}:{post_id}", self.prefix)
     }
 
     pub fn burst_key(&self, post_id: i64) -> String {
-        format!("{}burst:{post_id}", self.prefix)
+        let tag = self.tag(self.partition_of(post_id));
+        format!("{}burst:{tag}:{post_id}", self.prefix)
     }
 
     /// The raters of the post's current burst bucket; kept beside [`Self::burst_key`].
     pub fn burst_raters_key(&self, post_id: i64) -> String {
-        format!("{}burst:{post_id}:raters", self.prefix)
+        format!("{}:raters", self.burst_key(post_id))
     }
 
-    fn fence_key(&self) -> String {
-        format!("{}fence", self.prefix)
+    /// The highest sequence of `partition` applied.
+    pub fn fence_key(&self, partition: i32) -> String {
+        format!("{}fence:{}", self.prefix, self.tag(partition))
     }
 
     /// Raised by every repair that changed something: instances drop their cached stats
-    /// when they see it move.
+    /// when they see it move. Global, so a tag of its own.
     fn epoch_key(&self) -> String {
-        format!("{}repair-epoch", self.prefix)
+        format!("{}repair-epoch:{{global}}", self.prefix)
+    }
+
+    /// Splits items into the groups one script or pipeline may take: everything at once on
+    /// one server, one group per partition (one slot) in a cluster.
+    fn by_slot<T>(&self, items: Vec<T>, partition: impl Fn(&T) -> i32) -> Vec<Vec<T>> {
+        if !self.cluster {
+            return if items.is_empty() {
+                Vec::new()
+            } else {
+                vec![items]
+            };
+        }
+        let mut groups: Vec<(i32, Vec<T>)> = Vec::new();
+        for item in items {
+            let part = partition(&item);
+            match groups.iter_mut().find(|(p, _)| *p == part) {
+                Some((_, group)) => group.push(item),
+                None => groups.push((part, vec![item])),
+            }
+        }
+        groups.into_iter().map(|(_, g)| g).collect()
     }
 
     /// Runs `f` on a pooled connection, the whole bounded by the configured timeout. A
@@ -190,16 +234,16 @@ impl StatsStore {
     /// the pool instead of going back to it.
     pub async fn with_conn<T, F, Fut>(&self, f: F) -> Result<T, StatsError>
     where
-        F: FnOnce(MultiplexedConnection) -> Fut,
+        F: FnOnce(RedisConn) -> Fut,
         Fut: Future<Output = Result<T, StatsError>>,
     {
         let deadline = tokio::time::Instant::now() + self.timeout;
         let pooled = tokio::time::timeout_at(deadline, self.pool.local().get())
             .await
             .map_err(|_| StatsError::Timeout)??;
-        // A multiplexed connection is a handle to one shared socket: the clone is cheap, and
-        // `pooled` stays here to be returned or discarded.
-        let result = tokio::time::timeout_at(deadline, f(MultiplexedConnection::clone(&pooled)))
+        // A connection is a handle to shared sockets: the clone is cheap, and `pooled` stays
+        // here to be returned or discarded.
+        let result = tokio::time::timeout_at(deadline, f(RedisConn::clone(&pooled)))
             .await
             .unwrap_or(Err(StatsError::Timeout));
         let broken = match &result {
@@ -218,11 +262,10 @@ impl StatsStore {
     /// Redis' `maxmemory-policy`, when Redis lets us read it (managed services may not).
     pub async fn eviction_policy(&self) -> Result<Option<String>, StatsError> {
         self.with_conn(|mut conn| async move {
-            let pair: Vec<String> = redis::cmd("CONFIG")
-                .arg("GET")
-                .arg("maxmemory-policy")
-                .query_async(&mut conn)
-                .await?;
+            let mut cmd = redis::cmd("CONFIG");
+            cmd.arg("GET").arg("maxmemory-policy");
+            let pair: Vec<String> =
+                redis::from_redis_value(conn.any_node(cmd).await?).map_err(RedisError::from)?;
             Ok(pair.into_iter().nth(1))
         })
         .await
@@ -236,7 +279,8 @@ impl StatsStore {
         .await
     }
 
-    /// The stats of these posts in one pipelined round trip; absent posts are all zero. A
+    /// The stats of these posts in one pipelined round trip (in a cluster, one pipeline per
+    /// partition, all sent at once); absent posts are all zero. A
     /// post whose stored stats are impossible is `None` (never shown) and queued for repair.
     pub async fn load_many(
         &self,
@@ -257,7 +301,7 @@ impl StatsStore {
             .collect())
     }
 
-    /// The stats and versions of these posts as stored, in one pipelined round trip.
+    /// The stats and versions of these posts as stored, pipelined like [`Self::load_many`].
     pub async fn load_versions(
         &self,
         post_ids: &[i64],
@@ -273,17 +317,24 @@ impl StatsStore {
         if post_ids.is_empty() {
             return Ok(HashMap::new());
         }
-        let mut pipe = redis::pipe();
-        for &id in post_ids {
-            pipe.cmd("HMGET").arg(self.post_key(id)).arg(fields);
-        }
-        let rows: Vec<Vec<Option<i64>>> = self
-            .with_conn(|mut conn| async move { Ok(pipe.query_async(&mut conn).await?) })
-            .await?;
-        Ok(post_ids
-            .iter()
-            .zip(rows)
-            .map(|(&id, row)| {
+        let groups = self.by_slot(post_ids.to_vec(), |&id| self.partition_of(id));
+        let rows = try_join_all(groups.into_iter().map(|ids| {
+            let mut pipe = redis::pipe();
+            for &id in &ids {
+                pipe.cmd("HMGET").arg(self.post_key(id)).arg(fields);
+            }
+            async move {
+                let rows: Vec<Vec<Option<i64>>> = self
+                    .with_conn(|mut conn| async move { Ok(pipe.query_async(&mut conn).await?) })
+                    .await?;
+                Ok::<_, StatsError>(ids.into_iter().zip(rows))
+            }
+        }))
+        .await?;
+        Ok(rows
+            .into_iter()
+            .flatten()
+            .map(|(id, row)| {
                 let mut values = [0i64; 11];
                 for (v, got) in values.iter_mut().zip(row) {
                     *v = got.unwrap_or(0);
@@ -304,19 +355,23 @@ impl StatsStore {
         Ok(self.fences_and_epoch().await?.0)
     }
 
-    /// The fences and the repair epoch, in one round trip.
+    /// The fences and the repair epoch, in one `MGET` (which redis-rs splits per node in a
+    /// cluster).
     pub async fn fences_and_epoch(&self) -> Result<(HashMap<i32, i64>, i64), StatsError> {
-        let mut pipe = redis::pipe();
-        pipe.cmd("HGETALL")
-            .arg(self.fence_key())
-            .cmd("GET")
-            .arg(self.epoch_key());
-        self.with_conn(|mut conn| async move {
-            let (fences, epoch): (HashMap<i32, i64>, Option<i64>) =
-                pipe.query_async(&mut conn).await?;
-            Ok((fences, epoch.unwrap_or(0)))
-        })
-        .await
+        let mut cmd = redis::cmd("MGET");
+        for part in 0..self.partitions {
+            cmd.arg(self.fence_key(part));
+        }
+        cmd.arg(self.epoch_key());
+        let mut values: Vec<Option<i64>> = self
+            .with_conn(|mut conn| async move { Ok(cmd.query_async(&mut conn).await?) })
+            .await?;
+        let epoch = values.pop().flatten().unwrap_or(0);
+        let fences = (0..self.partitions)
+            .zip(values)
+            .filter_map(|(part, fence)| Some((part, fence?)))
+            .collect();
+        Ok((fences, epoch))
     }
 
     /// Applies events (in delivery order) exactly once, whatever was applied before: the
@@ -327,7 +382,19 @@ impl StatsStore {
         // A stable sort: each partition keeps its delivery order, and the runs get long.
         let mut sorted = events.to_vec();
         sorted.sort_by_key(|e| e.partition);
-        let mut segments = segments(&sorted);
+        let groups = self.by_slot(segments(&sorted), |s| s.partition);
+        let reports = try_join_all(groups.into_iter().map(|g| self.apply_segments(g))).await?;
+        Ok(reports
+            .into_iter()
+            .fold(ApplyReport::default(), |a, r| a + r))
+    }
+
+    /// One script call (again, after a reply that asks to trim) for segments whose keys
+    /// share a slot in a cluster.
+    async fn apply_segments(
+        &self,
+        mut segments: Vec<Segment<'_>>,
+    ) -> Result<ApplyReport, StatsError> {
         // Per post, the version a repair already counted: its events up to it are dropped.
         let mut counted: HashMap<i64, i64> = HashMap::new();
         loop {
@@ -343,8 +410,9 @@ impl StatsStore {
                     Ok(invocation.invoke_async(&mut conn).await?)
                 })
                 .await?;
+            let post_at = |index: i64| posts.get((index - 1) as usize).copied().flatten();
             match reply.as_slice() {
-                [0, rest @ ..] => return self.applied(rest, &posts),
+                [0, rest @ ..] => return self.applied(rest, post_at),
                 // A segment straddles its fence: drop the part already applied and retry.
                 [-1, index, fence] => {
                     let seg = &mut segments[(*index - 1) as usize];
@@ -354,7 +422,8 @@ impl StatsStore {
                 // Posts a repair counted part-way through this batch: drop what it counted.
                 [-2, pairs @ ..] if !pairs.is_empty() && pairs.len() % 2 == 0 => {
                     for pair in pairs.chunks_exact(2) {
-                        let post = posts[(pair[0] - 2) as usize];
+                        let post =
+                            post_at(pair[0]).ok_or_else(|| unexpected_reply("apply", &reply))?;
                         counted.insert(post, pair[1]);
                     }
                 }
@@ -364,7 +433,11 @@ impl StatsStore {
     }
 
     /// Reads the apply script's report and queues the repairs it asks for.
-    fn applied(&self, reply: &[i64], posts: &[i64]) -> Result<ApplyReport, StatsError> {
+    fn applied(
+        &self,
+        reply: &[i64],
+        post_at: impl Fn(i64) -> Option<i64>,
+    ) -> Result<ApplyReport, StatsError> {
         let bad = || unexpected_reply("apply", reply);
         let [applied, duplicates, gaps, unfollowed, nparts, rest @ ..] = reply else {
             return Err(bad());
@@ -387,7 +460,7 @@ impl StatsStore {
             return Err(bad());
         }
         for t in triples.chunks_exact(3) {
-            let post = *posts.get((t[0] - 2) as usize).ok_or_else(bad)?;
+            let post = post_at(t[0]).ok_or_else(bad)?;
             let (first, last) = (t[1], t[2]);
             let cause = if first == 0 {
                 Cause::Legacy
@@ -407,27 +480,56 @@ impl StatsStore {
         })
     }
 
-    /// Keys, arguments and the post of each key (from KEYS[2]) for `apply.lua`.
+    /// Keys, arguments and the post of each key (`None` for a fence) for `apply.lua`.
     fn script_input(
         &self,
         segments: &[Segment<'_>],
         counted: &HashMap<i64, i64>,
-    ) -> (Vec<String>, Vec<i64>, Vec<i64>) {
-        let mut keys = vec![self.fence_key()];
+    ) -> (Vec<String>, Vec<i64>, Vec<Option<i64>>) {
+        let mut keys = Vec::new();
         let mut posts = Vec::new();
         let mut key_index: HashMap<i64, i64> = HashMap::new();
+        let mut fence_index: HashMap<i32, i64> = HashMap::new();
         let mut args = vec![segments.len() as i64];
         for seg in segments {
-            let runs = post_runs(seg.events, counted);
+            let mut runs = post_runs(seg.events, counted);
+            if self.cluster {
+                // A script's keys must share the partition's slot. An event filed under
+                // another partition than its post's (KAFKA_PARTITIONS changed under a
+                // running topic) cannot be applied with it: its post is rebuilt instead.
+                runs.retain(|run| {
+                    let own = self.partition_of(run.post_id) == seg.partition;
+                    if !own {
+                        log::warn!(
+                            "stats: an event of post {} came on partition {}, not its own: repairing the post",
+                            run.post_id,
+                            seg.partition
+                        );
+                        self.repairs.post(run.post_id, Cause::PostVersion, None);
+                    }
+                    own
+                });
+            }
             let (first, last) = match (seg.events.first(), seg.events.last()) {
                 (Some(f), Some(l)) => (f.seq, l.seq),
                 _ => (1, 0),
             };
-            args.extend([i64::from(seg.partition), first, last, runs.len() as i64]);
+            let fence = *fence_index.entry(seg.partition).or_insert_with(|| {
+                keys.push(self.fence_key(seg.partition));
+                posts.push(None);
+                keys.len() as i64
+            });
+            args.extend([
+                i64::from(seg.partition),
+                fence,
+                first,
+                last,
+                runs.len() as i64,
+            ]);
             for run in runs {
                 let index = *key_index.entry(run.post_id).or_insert_with(|| {
                     keys.push(self.post_key(run.post_id));
-                    posts.push(run.post_id);
+                    posts.push(Some(run.post_id));
                     keys.len() as i64
                 });
                 args.extend([index, run.events, run.first, run.last]);
@@ -438,55 +540,116 @@ impl StatsStore {
     }
 
     /// Overwrites the stats and versions of `targets` (those that differ) and sets the fences
-    /// of `fences` to exactly these sequences, atomically; returns how many posts differed.
+    /// of `fences` to exactly these sequences, atomically per partition (one script per
+    /// slot in a cluster, one for all on a single server); returns how many posts differed.
     /// With `dry_run`, compares only. The caller holds the relay's stamp lock, so nothing is
-    /// stamped beyond the snapshot the targets come from until it is done.
+    /// stamped beyond the snapshot the targets come from until it is done. A change raises
+    /// the repair epoch once all is written.
     pub async fn repair_chunk(
         &self,
         targets: &[(i64, StoredStats)],
         fences: &[(i32, i64)],
         dry_run: bool,
     ) -> Result<u64, StatsError> {
-        let mut keys = vec![self.fence_key(), self.epoch_key()];
-        keys.extend(targets.iter().map(|(id, _)| self.post_key(*id)));
-        let mut args: Vec<i64> = vec![i64::from(dry_run), fences.len() as i64];
-        for &(part, seq) in fences {
-            args.extend([i64::from(part), seq]);
+        enum Item<'a> {
+            Fence(i32, i64),
+            Post(i64, &'a StoredStats),
         }
-        for (_, target) in targets {
-            args.extend(target.stats.to_array());
-            args.push(target.version);
+        let items: Vec<Item<'_>> = fences
+            .iter()
+            .map(|&(part, seq)| Item::Fence(part, seq))
+            .chain(targets.iter().map(|(id, t)| Item::Post(*id, t)))
+            .collect();
+        let groups = self.by_slot(items, |item| match item {
+            Item::Fence(part, _) => *part,
+            Item::Post(id, _) => self.partition_of(*id),
+        });
+        let replies = try_join_all(groups.into_iter().map(|group| {
+            let (mut keys, mut seqs, mut posts) = (Vec::new(), Vec::new(), Vec::new());
+            let mut values: Vec<i64> = Vec::new();
+            for item in &group {
+                match item {
+                    Item::Fence(part, seq) => {
+                        keys.push(self.fence_key(*part));
+                        seqs.push(*seq);
+                    }
+                    Item::Post(id, target) => {
+                        posts.push(self.post_key(*id));
+                        values.extend(target.stats.to_array());
+                        values.push(target.version);
+                    }
+                }
+            }
+            let mut args: Vec<i64> = vec![i64::from(dry_run), seqs.len() as i64];
+            args.extend(seqs);
+            args.extend(values);
+            keys.extend(posts);
+            let script = self.repair_script.clone();
+            self.with_conn(|mut conn| async move {
+                let mut invocation = script.prepare_invoke();
+                invocation.key(keys).arg(args);
+                let (drift, changed): (u64, i64) = invocation.invoke_async(&mut conn).await?;
+                Ok((drift, changed == 1))
+            })
+        }))
+        .await?;
+        if replies.iter().any(|(_, changed)| *changed) {
+            let key = self.epoch_key();
+            self.with_conn(|mut conn| async move {
+                let _: i64 = redis::cmd("INCR").arg(key).query_async(&mut conn).await?;
+                Ok(())
+            })
+            .await?;
         }
-        let script = self.repair_script.clone();
-        self.with_conn(|mut conn| async move {
-            let mut invocation = script.prepare_invoke();
-            invocation.key(keys).arg(args);
-            Ok(invocation.invoke_async(&mut conn).await?)
-        })
-        .await
+        Ok(replies.iter().map(|(drift, _)| drift).sum())
     }
 
-    /// Every key under the prefix (tests and tooling; SCAN, so Redis is never blocked).
+    /// Every key under the prefix, on every master of a cluster (tests and tooling; SCAN, so
+    /// Redis is never blocked).
     pub async fn keys(&self) -> Result<Vec<String>, StatsError> {
+        Ok(self
+            .keys_per_node()
+            .await?
+            .into_values()
+            .flatten()
+            .collect())
+    }
+
+    /// The keys under the prefix per node (`host:port`, or `""` for a single server).
+    pub async fn keys_per_node(&self) -> Result<HashMap<String, Vec<String>>, StatsError> {
         let pattern = format!("{}*", self.prefix);
         self.with_conn(|mut conn| async move {
-            let mut keys = Vec::new();
-            let mut cursor: u64 = 0;
-            loop {
-                let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg(&pattern)
-                    .arg("COUNT")
-                    .arg(1000)
-                    .query_async(&mut conn)
-                    .await?;
-                keys.extend(batch);
-                if next == 0 {
-                    return Ok(keys);
+            let nodes = match conn.masters().await? {
+                Some(masters) => masters.into_iter().map(Some).collect(),
+                None => vec![None],
+            };
+            let mut out = HashMap::new();
+            for node in nodes {
+                let mut keys = Vec::new();
+                let mut cursor: u64 = 0;
+                loop {
+                    let mut cmd = redis::cmd("SCAN");
+                    cmd.arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(1000);
+                    let reply = match &node {
+                        Some((host, port)) => conn.node(cmd, host, *port).await?,
+                        None => cmd.query_async(&mut conn).await?,
+                    };
+                    let (next, batch): (u64, Vec<String>) =
+                        redis::from_redis_value(reply).map_err(RedisError::from)?;
+                    keys.extend(batch);
+                    if next == 0 {
+                        break;
+                    }
+                    cursor = next;
                 }
-                cursor = next;
+                let name = node.map_or_else(String::new, |(h, p)| format!("{h}:{p}"));
+                out.insert(name, keys);
             }
+            Ok(out)
         })
         .await
     }

@@ -23,6 +23,46 @@ fn unique(prefix: &str) -> String {
     format!("{prefix}{}_{:x}", std::process::id(), n)
 }
 
+/// The local Redis Cluster of scripts/redis-cluster (3 masters with a replica each),
+/// started unless it runs; returns its seed nodes for `REDIS_URL`.
+pub fn redis_cluster() -> String {
+    static SEEDS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SEEDS
+        .get_or_init(|| {
+            redis_cluster_script(&["start"]);
+            let out = std::process::Command::new(cluster_script_path())
+                .arg("nodes")
+                .output()
+                .expect("run scripts/redis-cluster nodes");
+            String::from_utf8(out.stdout)
+                .expect("seeds")
+                .trim()
+                .to_owned()
+        })
+        .clone()
+}
+
+fn cluster_script_path() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/redis-cluster")
+}
+
+/// Runs scripts/redis-cluster with `args` (one replica per master); panics when it fails.
+pub fn redis_cluster_script(args: &[&str]) {
+    let status = std::process::Command::new(cluster_script_path())
+        .args(args)
+        .env("REPLICAS", "1")
+        .status()
+        .expect("run scripts/redis-cluster");
+    assert!(status.success(), "scripts/redis-cluster {args:?} failed");
+}
+
+/// `TEST_REDIS_CLUSTER`: the seed nodes of a Redis Cluster every test app uses.
+pub fn cluster_seeds() -> Option<String> {
+    std::env::var("TEST_REDIS_CLUSTER")
+        .ok()
+        .filter(|s| !s.is_empty())
+}
+
 /// Settings for a test app: its own database and key prefix, no stats cache.
 pub fn test_settings() -> Settings {
     // The service's warnings show under a failing test's output (RUST_LOG, default warn).
@@ -35,6 +75,12 @@ pub fn test_settings() -> Settings {
     let db = unique("post_rate_test_");
     s.database_url = format!("{}/{db}", base.rsplit_once('/').expect("admin url").0);
     s.redis_key_prefix = format!("{}:", unique("post-rate-test-"));
+    // scripts/test runs the stats, pipeline, damping and repair tests a second time against
+    // the Redis Cluster of scripts/redis-cluster: TEST_REDIS_CLUSTER holds its seed nodes.
+    if let Some(seeds) = cluster_seeds() {
+        s.redis_url = seeds;
+        s.redis_cluster = true;
+    }
     s.bind_addr = "127.0.0.1:0".into();
     s.http_workers = 2;
     s.database_pool_size = 10;
@@ -325,13 +371,17 @@ impl Drop for TestApp {
                 // A Redis script already sent by an aborted relay still runs: let it land
                 // before the keys go.
                 tokio::time::sleep(Duration::from_millis(100)).await;
-                if let Ok(store) = post_rate::stats::StatsStore::new(
+                let mut target = post_rate::stats::RedisTarget::from_settings(&settings);
+                if !settings.redis_cluster {
                     // Directly: a test may have pointed the service at a proxy that is gone.
-                    &std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into()),
-                    &settings.redis_key_prefix,
-                    1,
-                    Duration::from_secs(5),
-                ) {
+                    target.addr = post_rate::stats::RedisAddr::Single(
+                        std::env::var("REDIS_URL")
+                            .unwrap_or_else(|_| "redis://127.0.0.1:6379".into()),
+                    );
+                }
+                if let Ok(store) =
+                    post_rate::stats::StatsStore::new(&target, 1, Duration::from_secs(5))
+                {
                     let _ = store.delete_all().await;
                 }
                 if let Ok(mut conn) = AsyncPgConnection::establish(&admin_url()).await {

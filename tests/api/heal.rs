@@ -194,21 +194,20 @@ async fn a_fence_ahead_of_the_relay_is_repaired_and_new_ratings_count() {
     let store = losses::store(&app.settings);
     loss_under_traffic(&app, &posts, tokens, || async {
         // Redis from another history: every partition's fence far ahead.
-        let key = format!("{}fence", store.prefix());
-        store
-            .with_conn(|mut conn| async move {
-                for part in 0..12 {
-                    let _: i64 = redis::cmd("HSET")
+        for part in 0..12 {
+            let key = store.fence_key(part);
+            store
+                .with_conn(|mut conn| async move {
+                    let _: () = redis::cmd("SET")
                         .arg(&key)
-                        .arg(part)
                         .arg(1_000_000_000)
                         .query_async(&mut conn)
                         .await?;
-                }
-                Ok(())
-            })
-            .await
-            .unwrap();
+                    Ok(())
+                })
+                .await
+                .unwrap();
+        }
     })
     .await;
     assert!(repairs(&app, "fence_ahead").await > 0.0);

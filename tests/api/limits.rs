@@ -7,6 +7,8 @@ use post_rate::db::schema::users;
 use reqwest::Method;
 use serde_json::json;
 
+use post_rate::config::RateLimitStore;
+
 use crate::common::{problem, test_settings, TestApp};
 
 fn retry_after(res: &reqwest::Response) -> u64 {
@@ -118,4 +120,65 @@ async fn writes_are_limited_per_user() {
     app.wait_exact(&[post], std::time::Duration::from_secs(10))
         .await;
     app.stop().await;
+}
+
+/// Settings with the limits kept in Redis (RATE_LIMIT_STORE=redis) and `auth_per_min`.
+fn shared_limits(auth_per_min: u32) -> post_rate::config::Settings {
+    let mut settings = test_settings();
+    settings.rate_limit_store = RateLimitStore::Redis;
+    settings.rate_limit_auth_per_min = auth_per_min;
+    settings
+}
+
+/// Token attempts of one client; returns the 1-based number of the first 429, if any.
+/// The credentials are empty (422): counted like any attempt, but answered without hashing
+/// a password, so the attempts take milliseconds and no allowance comes back between them
+/// however busy the machine is.
+async fn first_refusal(apps: &[&TestApp], attempts: usize) -> Option<usize> {
+    let creds = json!({ "username": "", "password": "" });
+    for n in 1..=attempts {
+        let app = apps[n % apps.len()];
+        let res = app
+            .request(
+                Method::POST,
+                "/api/v1/auth/token",
+                None,
+                Some(creds.clone()),
+            )
+            .await;
+        match res.status().as_u16() {
+            429 => {
+                assert!(retry_after(&res) >= 1);
+                return Some(n);
+            }
+            422 => {}
+            other => panic!("attempt {n}: {other}"),
+        }
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_kept_in_redis_are_shared_by_every_instance() {
+    let settings = shared_limits(30);
+    let a = TestApp::with_settings(settings.clone()).await;
+    let b = TestApp::with_settings(settings).await;
+    // Alternating between the two: with limits per instance each would allow 30.
+    let refused = first_refusal(&[&a, &b], 40).await;
+    // 30 at once, plus one more per 2 s that may have come back while the 30 were answered.
+    assert!(
+        refused.is_some_and(|n| (31..=32).contains(&n)),
+        "first 429 at attempt {refused:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_kept_in_redis_fail_open_when_redis_is_away() {
+    let mut settings = shared_limits(2);
+    // Nothing listens there.
+    settings.redis_url = "redis://127.0.0.1:1".into();
+    settings.redis_timeout = std::time::Duration::from_millis(300);
+    let app = TestApp::with_settings(settings).await;
+    assert_eq!(first_refusal(&[&app], 5).await, None);
+    assert!(app.metric("post_rate_rate_limit_store_errors_total").await >= 5.0);
 }

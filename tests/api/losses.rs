@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use jsonwebtoken::{encode, EncodingKey, Header};
 use post_rate::config::Settings;
-use post_rate::stats::StatsStore;
+use post_rate::stats::{RedisTarget, StatsStore};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -24,8 +24,7 @@ pub fn quick_healing(s: &mut Settings) {
 /// A store on the test's key prefix, straight to Redis.
 pub fn store(settings: &Settings) -> StatsStore {
     StatsStore::new(
-        &settings.redis_url,
-        &settings.redis_key_prefix,
+        &RedisTarget::from_settings(settings),
         2,
         Duration::from_secs(5),
     )
@@ -68,6 +67,12 @@ pub async fn quick_users(database_url: &str, secret: &str, n: usize) -> Vec<(i64
             )
         })
         .collect()
+}
+
+/// The tokens of `n` users from [`quick_users`].
+pub async fn quick_tokens(database_url: &str, secret: &str, n: usize) -> Vec<String> {
+    let users = quick_users(database_url, secret, n).await;
+    users.into_iter().map(|(_, token)| token).collect()
 }
 
 /// What the traffic saw.
@@ -144,6 +149,21 @@ pub struct Snapshot(Vec<(String, Vec<u8>)>);
 
 pub async fn dump(store: &StatsStore) -> Snapshot {
     let keys = store.keys().await.expect("scan");
+    if store.is_cluster() {
+        // A cluster pipeline stays in one slot: one DUMP at a time.
+        let mut out = Vec::new();
+        for k in keys {
+            let key = k.clone();
+            let d: Option<Vec<u8>> = store
+                .with_conn(|mut conn| async move {
+                    Ok(redis::cmd("DUMP").arg(key).query_async(&mut conn).await?)
+                })
+                .await
+                .expect("dump");
+            out.extend(d.map(|d| (k, d)));
+        }
+        return Snapshot(out);
+    }
     let mut pipe = redis::pipe();
     for k in &keys {
         pipe.cmd("DUMP").arg(k);
@@ -163,6 +183,27 @@ pub async fn dump(store: &StatsStore) -> Snapshot {
 /// Rolls the prefix back to `snapshot`: keys written since are gone, the others hold their
 /// old values (as after a failover to a replica that lagged by that much).
 pub async fn roll_back(store: &StatsStore, snapshot: &Snapshot) {
+    if store.is_cluster() {
+        // Each node of a cluster fails over on its own: no transaction spans them either.
+        store.delete_all().await.expect("delete");
+        for (k, d) in &snapshot.0 {
+            let (key, dump) = (k.clone(), d.clone());
+            store
+                .with_conn(|mut conn| async move {
+                    let _: () = redis::cmd("RESTORE")
+                        .arg(key)
+                        .arg(0)
+                        .arg(dump)
+                        .arg("REPLACE")
+                        .query_async(&mut conn)
+                        .await?;
+                    Ok(())
+                })
+                .await
+                .expect("restore");
+        }
+        return;
+    }
     let mut pipe = redis::pipe();
     pipe.atomic();
     let pattern = format!("{}*", store.prefix());

@@ -1,6 +1,7 @@
 //! Integration tests of the HTTP API against the real PostgreSQL and Redis.
 
 mod burst;
+mod cluster;
 mod common;
 mod edges;
 mod errors;

@@ -182,16 +182,14 @@ async fn rating_rules() {
     let res = app.request(Method::DELETE, &path, None, None).await;
     problem(res, 401).await;
     // None of it stored anything, not even an arrival in a burst baseline.
-    let mut redis = redis::Client::open(app.settings.redis_url.as_str())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let store = app.state().stats.store();
     for id in [post, 999_999] {
-        let key = format!("{}burst:{id}", app.settings.redis_key_prefix);
-        let exists: bool = redis::cmd("EXISTS")
-            .arg(&key)
-            .query_async(&mut redis)
+        let key = store.burst_key(id);
+        let exists: bool = store
+            .with_conn(|mut conn| {
+                let key = key.clone();
+                async move { Ok(redis::cmd("EXISTS").arg(key).query_async(&mut conn).await?) }
+            })
             .await
             .unwrap();
         assert!(!exists, "{key} was written by a refused rating");

@@ -3,14 +3,13 @@
 use std::time::Duration;
 
 use futures::future::join_all;
-use post_rate::stats::StatsStore;
+use post_rate::stats::{RedisTarget, StatsStore};
 
 use crate::common::TestApp;
 
 fn store(app: &TestApp) -> StatsStore {
     StatsStore::new(
-        &app.settings.redis_url,
-        &app.settings.redis_key_prefix,
+        &RedisTarget::from_settings(&app.settings),
         2,
         Duration::from_secs(5),
     )

@@ -3,6 +3,7 @@
 
 #[path = "../api/common.rs"]
 mod app;
+mod cluster;
 mod common;
 mod events;
 mod heal;

@@ -171,16 +171,18 @@ async fn two_instances_split_the_partitions() {
 }
 
 /// A `post-rate serve` process (so it can be killed for real).
-struct Process {
+pub(crate) struct Process {
     child: Child,
-    base: String,
+    pub(crate) base: String,
 }
 
 impl Process {
-    fn start(settings: &Settings, port: u16) -> Process {
+    pub(crate) fn start(settings: &Settings, port: u16) -> Process {
         let child = Command::new(env!("CARGO_BIN_EXE_post-rate"))
             .arg("serve")
             .env("DATABASE_URL", &settings.database_url)
+            .env("REDIS_URL", &settings.redis_url)
+            .env("REDIS_CLUSTER", settings.redis_cluster.to_string())
             .env("REDIS_KEY_PREFIX", &settings.redis_key_prefix)
             .env(
                 "KAFKA_BROKERS",
@@ -206,7 +208,7 @@ impl Process {
         }
     }
 
-    async fn wait_ready(&self) {
+    pub(crate) async fn wait_ready(&self) {
         let client = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
@@ -220,7 +222,7 @@ impl Process {
         panic!("post-rate did not start");
     }
 
-    async fn wait_joined(&self) {
+    pub(crate) async fn wait_joined(&self) {
         let client = reqwest::Client::new();
         let deadline = Instant::now() + EXACT_WITHIN;
         while Instant::now() < deadline {
@@ -257,13 +259,13 @@ impl Process {
         }
     }
 
-    fn kill9(mut self) {
+    pub(crate) fn kill9(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
