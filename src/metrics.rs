@@ -30,6 +30,9 @@ pub struct Metrics {
     pub cache_misses: IntCounter,
     /// Statements that loaded a page of posts or one post (the page cache's misses).
     pub page_loads: IntCounter,
+    /// Own-score lookups of signed-in reads, and the statements that served them.
+    pub score_lookups: IntCounter,
+    pub score_statements: IntCounter,
     /// Sign-ups and sign-ins refused because the password hashing queue was full.
     pub passwords_shed: IntCounter,
     /// Set at scrape time.
@@ -254,6 +257,16 @@ impl Metrics {
                 r,
                 "post_rate_page_loads_total",
                 "Pages of posts and single posts read from PostgreSQL (the page cache's misses).",
+            ),
+            score_lookups: counter(
+                r,
+                "post_rate_score_lookups_total",
+                "Own-score lookups of signed-in reads.",
+            ),
+            score_statements: counter(
+                r,
+                "post_rate_score_statements_total",
+                "Statements that served own-score lookups (several concurrent lookups share one).",
             ),
             passwords_shed: counter(
                 r,

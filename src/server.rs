@@ -45,6 +45,8 @@ pub struct AppState {
     pub stats: StatsCache,
     /// Pages of posts and single posts in memory.
     pub pages: PageCache,
+    /// Each HTTP worker's queue of own-score lookups (`crate::service::scores`).
+    pub scores: PerWorker<crate::service::scores::Queue>,
     pub burst: BurstDetector,
     pub tokens: TokenKeys,
     pub cursors: CursorCodec,
@@ -305,6 +307,10 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         tokens: TokenKeys::new(&settings.jwt_secret, settings.token_ttl_secs),
         cursors: CursorCodec::new(&settings.jwt_secret),
         authors: moka::future::Cache::new(settings.stats_cache_capacity),
+        scores: PerWorker::split(settings.http_workers, settings.http_workers, |_| {
+            Ok::<_, std::convert::Infallible>(Default::default())
+        })
+        .unwrap_or_else(|e| match e {}),
         pages: PageCache::new(
             settings.page_cache,
             settings.stats_cache_ttl,

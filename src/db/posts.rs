@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
-use diesel::sql_types::{Array, BigInt, Nullable, SmallInt, Text, Timestamptz};
+use diesel::sql_types::{Array, BigInt, Bool, Integer, Nullable, SmallInt, Text, Timestamptz};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use super::schema::posts;
@@ -155,17 +155,37 @@ pub async fn page(conn: &mut AsyncPgConnection, after: Option<PageKey>) -> DbRes
     })
 }
 
-/// `viewer`'s own scores of `posts`: one row per post (its id and the score, or NULL when
-/// unrated), through an index-only probe of `ratings (user_id, post_id) INCLUDE (score)` each,
-/// and no row at all when the viewer's user row is gone (an empty list still gives one row).
-const SCORES: &str = "SELECT p.id, (SELECT r.score FROM ratings r \
-     WHERE r.user_id = u.id AND r.post_id = p.id) \
-     FROM users u LEFT JOIN unnest(";
-const SCORES_TAIL: &str = "::bigint[]) AS p(id) ON true WHERE u.id = ";
+/// The own scores of several readers at once, each of some posts: one statement for the
+/// lookups of concurrent requests (`crate::service::scores`). Per lookup `i`, its viewer and
+/// its posts as the slice `lo..=hi` of one flat array (empty when `lo > hi`): one row per post
+/// (or one row without a post), with `known` NULL when the viewer's user row no longer exists
+/// and the score by an index-only probe of `ratings (user_id, post_id) INCLUDE (score)`. The
+/// lookups are a subquery kept apart (`OFFSET 0`) so each viewer's user row is one primary-key
+/// probe, never a join the generic plan could hash; the posts are a lateral unnest. So a
+/// handful of index probes per post shown, at any table size.
+const SCORES: [&str; 6] = [
+    "SELECT q.i, q.known, p.post, (SELECT r.score FROM ratings r \
+     WHERE r.user_id = q.viewer AND r.post_id = p.post) \
+     FROM (SELECT x.i, x.viewer, x.lo, x.hi, \
+     (SELECT true FROM users u WHERE u.id = x.viewer) AS known \
+     FROM unnest(",
+    "::int4[], ",
+    "::int8[], ",
+    "::int4[], ",
+    "::int4[]) AS x(i, viewer, lo, hi) OFFSET 0) q \
+     LEFT JOIN LATERAL unnest((",
+    "::int8[])[q.lo : q.hi]) AS p(post) ON true",
+];
 
-#[derive(Debug, Clone)]
+/// A lookup's index, whether its viewer exists, a post and the viewer's score of it.
+type ScoreRow = (i32, Option<bool>, Option<i64>, Option<i16>);
+
+#[derive(Debug, Clone, Default)]
 struct ScoresQuery {
-    viewer: i64,
+    lookup: Vec<i32>,
+    viewer: Vec<i64>,
+    lo: Vec<i32>,
+    hi: Vec<i32>,
     posts: Vec<i64>,
 }
 
@@ -175,39 +195,66 @@ impl QueryId for ScoresQuery {
 }
 
 impl Query for ScoresQuery {
-    type SqlType = (Nullable<BigInt>, Nullable<SmallInt>);
+    type SqlType = (
+        Integer,
+        Nullable<Bool>,
+        Nullable<BigInt>,
+        Nullable<SmallInt>,
+    );
 }
 
 impl QueryFragment<Pg> for ScoresQuery {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-        out.push_sql(SCORES);
+        out.push_sql(SCORES[0]);
+        out.push_bind_param::<Array<Integer>, _>(&self.lookup)?;
+        out.push_sql(SCORES[1]);
+        out.push_bind_param::<Array<BigInt>, _>(&self.viewer)?;
+        out.push_sql(SCORES[2]);
+        out.push_bind_param::<Array<Integer>, _>(&self.lo)?;
+        out.push_sql(SCORES[3]);
+        out.push_bind_param::<Array<Integer>, _>(&self.hi)?;
+        out.push_sql(SCORES[4]);
         out.push_bind_param::<Array<BigInt>, _>(&self.posts)?;
-        out.push_sql(SCORES_TAIL);
-        out.push_bind_param::<BigInt, _>(&self.viewer)
+        out.push_sql(SCORES[5]);
+        Ok(())
     }
 }
 
-/// `viewer`'s scores of `posts` (unrated posts are absent), or `None` when the viewer's user
-/// row no longer exists. One prepared statement, a handful of index probes at any table size.
+impl ScoresQuery {
+    fn new<'a>(lookups: impl IntoIterator<Item = (i64, &'a [i64])>) -> Self {
+        let mut q = ScoresQuery::default();
+        for (i, (viewer, posts)) in lookups.into_iter().enumerate() {
+            // PostgreSQL arrays count from 1; an empty slice has lo = hi + 1.
+            let lo = q.posts.len() as i32 + 1;
+            q.posts.extend_from_slice(posts);
+            q.lookup.push(i as i32);
+            q.viewer.push(viewer);
+            q.lo.push(lo);
+            q.hi.push(q.posts.len() as i32);
+        }
+        q
+    }
+}
+
+/// For each `(viewer, posts)`, the viewer's scores of those posts (unrated posts are absent),
+/// or `None` when the viewer's user row no longer exists. One prepared statement.
 pub async fn scores(
     conn: &mut AsyncPgConnection,
-    viewer: i64,
-    posts: &[i64],
-) -> DbResult<Option<HashMap<i64, i16>>> {
-    let rows: Vec<(Option<i64>, Option<i16>)> = ScoresQuery {
-        viewer,
-        posts: posts.to_vec(),
+    lookups: &[(i64, &[i64])],
+) -> DbResult<Vec<Option<HashMap<i64, i16>>>> {
+    let query = ScoresQuery::new(lookups.iter().copied());
+    let rows: Vec<ScoreRow> = query.load(conn).await?;
+    let mut found: Vec<Option<HashMap<i64, i16>>> = vec![None; lookups.len()];
+    for (i, known, post, score) in rows {
+        let Some(slot) = found.get_mut(i as usize).filter(|_| known == Some(true)) else {
+            continue;
+        };
+        let scores = slot.get_or_insert_with(HashMap::new);
+        if let (Some(post), Some(score)) = (post, score) {
+            scores.insert(post, score);
+        }
     }
-    .load(conn)
-    .await?;
-    if rows.is_empty() {
-        return Ok(None);
-    }
-    Ok(Some(
-        rows.into_iter()
-            .filter_map(|(id, score)| Some((id?, score?)))
-            .collect(),
-    ))
+    Ok(found)
 }
 
 /// Each read statement with its parameters as `$n`, and arguments for `EXECUTE`: for a test
@@ -227,11 +274,10 @@ pub fn read_statements() -> Vec<(&'static str, String, &'static str)> {
         ("one post", sql(&PostsQuery(ById(1))), "50000"),
         (
             "own scores",
-            sql(&ScoresQuery {
-                viewer: 1,
-                posts: vec![1],
-            }),
-            "'{1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20}', 7",
+            sql(&ScoresQuery::new([(1, &[1][..])])),
+            "'{0,1}', '{7,8}', '{1,21}', '{20,40}', \
+             '{1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,\
+             1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20}'",
         ),
     ]
 }
@@ -245,14 +291,15 @@ mod tests {
     /// for the binds.
     #[test]
     fn the_benchmarked_statement_is_the_services() {
-        let query = ScoresQuery {
-            viewer: 7,
-            posts: vec![1, 2],
-        };
+        let query = ScoresQuery::new([(7, &[1, 2][..])]);
         let sql = diesel::debug_query::<Pg, _>(&query).to_string();
+        // One lookup: the viewer's scores of the `posts` of the first page.
         let sql = sql[..sql.find(" -- binds:").unwrap()]
-            .replace("$1", ":posts")
-            .replace("$2", ":viewer");
+            .replace("$1", "'{0}'")
+            .replace("$2", "ARRAY[:viewer]")
+            .replace("$3", "'{1}'")
+            .replace("$4", "ARRAY[array_length(:posts::int8[], 1)]")
+            .replace("$5", ":posts");
         let bench = include_str!("../../bench/pgbench/scores.sql");
         assert!(bench.contains(&format!("\n{sql};\n")), "{sql}");
     }

@@ -5,4 +5,5 @@ pub mod pages;
 pub mod posts;
 pub mod ratings;
 pub mod render;
+pub mod scores;
 pub mod users;

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::{pages, render};
+use super::{pages, render, scores};
 use crate::auth::AuthUser;
 use crate::db::{self, posts::PageKey, posts::PostRow};
 use crate::error::ApiError;
@@ -166,13 +166,10 @@ async fn own_scores(
     viewer: Option<&AuthUser>,
     ids: &[i64],
 ) -> Result<HashMap<i64, i16>, ApiError> {
-    let Some(viewer) = viewer else {
-        return Ok(HashMap::new());
-    };
-    let mut conn = state.db().await?;
-    db::posts::scores(&mut conn, viewer.id, ids)
-        .await?
-        .ok_or_else(ApiError::user_gone)
+    match viewer {
+        None => Ok(HashMap::new()),
+        Some(viewer) => scores::own(state, viewer.id, ids).await,
+    }
 }
 
 /// The stats of `ids` (cache, then one Redis round trip for the misses), or `None` when

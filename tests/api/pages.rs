@@ -199,3 +199,76 @@ async fn read_plans_stay_index_probes_on_large_tables() {
             .unwrap();
     }
 }
+
+/// Concurrent signed-in reads share statements (`service::scores`): each reader still gets
+/// exactly their own scores, and a reader whose user row is gone gets 401 without failing
+/// the others of the same statement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_readers_each_get_their_own_scores() {
+    use diesel_async::RunQueryDsl;
+    let app = TestApp::new().await;
+    let author = app.register("author").await;
+    let mut posts = Vec::new();
+    for n in 0..6 {
+        posts.push(app.create_post(&author, &format!("post {n}")).await);
+    }
+    let mut readers = Vec::new();
+    for r in 0..24usize {
+        let reader = app.register(&format!("reader{r}")).await;
+        // Reader r rates post k with (r + k) % 6 when (r + k) is odd, else not at all.
+        for (k, &post) in posts.iter().enumerate() {
+            if (r + k) % 2 == 1 {
+                let res = app.rate(&reader, post, ((r + k) % 6) as i64).await;
+                assert_eq!(res.status(), StatusCode::OK);
+            }
+        }
+        readers.push(reader);
+    }
+    let gone = readers.pop().unwrap();
+    diesel::sql_query("DELETE FROM users WHERE id = $1")
+        .bind::<diesel::sql_types::BigInt, _>(gone.id)
+        .execute(&mut app.db().await)
+        .await
+        .expect("delete the user row");
+    let app = &app;
+    let lookups = app.metric("post_rate_score_lookups_total").await;
+    let statements = app.metric("post_rate_score_statements_total").await;
+    for _ in 0..5 {
+        let reads = readers.iter().chain([&gone]).map(|reader| async move {
+            let res = app
+                .request(
+                    Method::GET,
+                    "/api/v1/posts?limit=6",
+                    Some(&reader.token),
+                    None,
+                )
+                .await;
+            (res.status(), res.json::<Value>().await.unwrap())
+        });
+        let pages = futures::future::join_all(reads).await;
+        let (gone_status, _) = pages.last().unwrap();
+        assert_eq!(*gone_status, StatusCode::UNAUTHORIZED);
+        for (r, (status, page)) in pages[..readers.len()].iter().enumerate() {
+            assert_eq!(*status, StatusCode::OK);
+            for post in page["results"].as_array().unwrap() {
+                let k = posts
+                    .iter()
+                    .position(|&p| p == post["id"].as_i64().unwrap())
+                    .unwrap();
+                let want = if (r + k) % 2 == 1 {
+                    Value::from((r + k) % 6)
+                } else {
+                    Value::Null
+                };
+                assert_eq!(post["user_rating"], want, "reader {r}, post {k}");
+            }
+        }
+    } // 5 rounds of 24 concurrent lookups: some shared a statement.
+    let lookups = app.metric("post_rate_score_lookups_total").await - lookups;
+    let statements = app.metric("post_rate_score_statements_total").await - statements;
+    assert_eq!(lookups, 120.0);
+    assert!(
+        statements < lookups,
+        "{statements} statements for {lookups} lookups"
+    );
+}
