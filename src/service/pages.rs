@@ -111,24 +111,13 @@ impl PageCache {
 /// The posts after `after` (the first page when `None`), newest first, up to [`PAGE_ROWS`].
 pub async fn rows(state: &AppState, after: Option<PageKey>) -> Result<Arc<Rows>, ApiError> {
     let pages = &state.pages;
-    let cache = match after {
-        None => pages.first.as_ref().map(Either::First),
-        Some(key) => pages.later.as_ref().map(|c| Either::Later(c, key)),
-    };
-    let Some(cache) = cache else {
-        return load_rows(state, after).await;
-    };
-    // A first page loaded before a post was created here is loaded again; a few tries, as
-    // posts may keep being created while it loads (the entry is then at most a load late).
-    let mut rows = cache.get(state, after).await?;
-    for _ in 0..3 {
-        if after.is_some() || rows.generation == pages.generation() {
-            break;
-        }
-        cache.invalidate().await;
-        rows = cache.get(state, after).await?;
+    let load = |generation| load_rows(state, after, generation);
+    let of = |rows: &Arc<Rows>| rows.generation;
+    match (after, &pages.first, &pages.later) {
+        (None, Some(first), _) => pages.fresh(first, (), true, of, load).await,
+        (Some(key), _, Some(later)) => pages.fresh(later, key, false, of, load).await,
+        _ => load(pages.generation()).await,
     }
-    Ok(rows)
 }
 
 /// The body of the anonymous page of `limit` posts after `after`, from memory, or built by
@@ -146,25 +135,57 @@ where
     let Some(cache) = &pages.bodies else {
         return build().await.map(Bytes::from);
     };
-    let key = (after, limit);
-    let get = || {
-        // Read before building: a post created after this point makes the body stale.
-        let generation = pages.generation();
+    let load = |generation| {
         let build = build();
-        cache.try_get_with(key, async move {
+        async move {
             let bytes = Bytes::from(build.await?);
-            Ok::<_, ApiError>(Body { generation, bytes })
-        })
-    };
-    let mut body = get().await.map_err(unshare)?;
-    for _ in 0..3 {
-        if after.is_some() || body.generation == pages.generation() {
-            break;
+            Ok(Body { generation, bytes })
         }
-        cache.invalidate(&key).await;
-        body = get().await.map_err(unshare)?;
-    }
+    };
+    let body = pages
+        .fresh(
+            cache,
+            (after, limit),
+            after.is_none(),
+            |b| b.generation,
+            load,
+        )
+        .await?;
     Ok(body.bytes)
+}
+
+impl PageCache {
+    /// The entry of `key`, loaded by `load(generation)` on a miss (concurrent misses share
+    /// one load). The generation is read before the load starts, so an entry of the first
+    /// page (`first`) that a post created here since may be missing from is loaded again: a
+    /// few tries, as posts may keep being created while it loads (the entry is then at most
+    /// a load late).
+    async fn fresh<K, V, Fut>(
+        &self,
+        cache: &Cache<K, V>,
+        key: K,
+        first: bool,
+        generation_of: impl Fn(&V) -> u64,
+        load: impl Fn(u64) -> Fut,
+    ) -> Result<V, ApiError>
+    where
+        K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
+        V: Clone + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<V, ApiError>>,
+    {
+        let mut tries = 0;
+        loop {
+            let value = cache
+                .try_get_with(key.clone(), load(self.generation()))
+                .await
+                .map_err(unshare)?;
+            tries += 1;
+            if !first || tries > 3 || generation_of(&value) == self.generation() {
+                return Ok(value);
+            }
+            cache.invalidate(&key).await;
+        }
+    }
 }
 
 /// One post, or `None` when there is no such post (not cached: it may be created any time).
@@ -188,33 +209,13 @@ pub async fn post(state: &AppState, id: i64) -> Result<Option<Arc<StoredPost>>, 
     }
 }
 
-enum Either<'a> {
-    First(&'a Cache<(), Arc<Rows>>),
-    Later(&'a Cache<PageKey, Arc<Rows>>, PageKey),
-}
-
-impl Either<'_> {
-    async fn get(&self, state: &AppState, after: Option<PageKey>) -> Result<Arc<Rows>, ApiError> {
-        let load = load_rows(state, after);
-        match self {
-            Either::First(cache) => cache.try_get_with((), load).await,
-            Either::Later(cache, key) => cache.try_get_with(*key, load).await,
-        }
-        .map_err(unshare)
-    }
-
-    async fn invalidate(&self) {
-        match self {
-            Either::First(cache) => cache.invalidate(&()).await,
-            Either::Later(cache, key) => cache.invalidate(key).await,
-        }
-    }
-}
-
-async fn load_rows(state: &AppState, after: Option<PageKey>) -> Result<Arc<Rows>, ApiError> {
+/// `generation`: read before the statement (a post created after it makes the rows stale).
+async fn load_rows(
+    state: &AppState,
+    after: Option<PageKey>,
+    generation: u64,
+) -> Result<Arc<Rows>, ApiError> {
     let pages = &state.pages;
-    // Read before the statement: a post created after this point makes the rows stale.
-    let generation = pages.generation();
     let mut conn = state.db().await?;
     pages.loads.inc();
     let rows = db::posts::page(&mut conn, after).await?;

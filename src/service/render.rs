@@ -86,13 +86,13 @@ impl StoredPost {
 }
 
 /// `{"results":[…],"next_cursor":…}`, the page body, from its posts already written by `each`.
-pub fn page<'a, I>(
+pub fn page<I>(
     posts: I,
     next_cursor: Option<&str>,
     mut each: impl FnMut(&mut Vec<u8>, I::Item),
 ) -> Vec<u8>
 where
-    I: ExactSizeIterator + 'a,
+    I: ExactSizeIterator,
 {
     let mut out = Vec::with_capacity(256 + posts.len() * 512);
     out.extend_from_slice(b"{\"results\":[");

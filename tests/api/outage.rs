@@ -21,17 +21,51 @@ async fn postgres_outage_gives_503_quickly_and_recovers_by_itself() {
     let proxy = ChaosProxy::start("127.0.0.1:5432".parse().unwrap()).await;
     let direct = settings.database_url.clone();
     settings.database_url = replace_host(&direct, proxy.addr);
+    // The first page stays in memory for the whole test.
+    settings.page_cache.first_ttl = Duration::from_secs(60);
     let app = TestApp::with_settings(settings).await;
     let author = app.register("pgdown").await;
     let rater = app.register("pgrater").await;
     let post = app.create_post(&author, "before").await;
     assert_eq!(app.rate(&rater, post, 4).await.status(), 200);
     app.wait_idle().await;
+    let warm = app.request(Method::GET, "/api/v1/posts", None, None).await;
+    assert_eq!(warm.status(), StatusCode::OK);
 
     proxy.cut();
+    // Posts already in memory are still served to anonymous readers (stats from Redis)...
+    for path in [
+        "/api/v1/posts?limit=5".to_owned(),
+        format!("/api/v1/posts/{post}"),
+    ] {
+        let res = app.request(Method::GET, &path, None, None).await;
+        assert_eq!(res.status(), StatusCode::OK, "{path}");
+        let body: Value = res.json().await.unwrap();
+        assert!(
+            body.to_string().contains("\"rating_count\":1"),
+            "{path}: {body}"
+        );
+    }
+    // ...but not to a signed-in reader, whose own scores must come from PostgreSQL.
     let requests = [
-        (Method::GET, "/api/v1/posts".to_owned(), None, None),
-        (Method::GET, format!("/api/v1/posts/{post}"), None, None),
+        (
+            Method::GET,
+            "/api/v1/posts".to_owned(),
+            Some(rater.token.clone()),
+            None,
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/posts/{post}"),
+            Some(rater.token.clone()),
+            None,
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/posts/{}", post + 1),
+            None,
+            None,
+        ),
         (
             Method::PUT,
             format!("/api/v1/posts/{post}/rating"),

@@ -11,7 +11,7 @@ use post_rate::model::RatingEvent;
 use reqwest::StatusCode;
 
 use crate::app::{test_settings, TestApp, User};
-use crate::common::{broker_script, brokers, unique};
+use crate::common::{broker_script, brokers, events, unique};
 
 pub(crate) const EXACT_WITHIN: Duration = Duration::from_secs(40);
 
@@ -76,29 +76,7 @@ async fn stats_are_exact_through_kafka_and_duplicates_are_skipped() {
 
     // A relay that crashed after publishing publishes again: the same stamped events reach
     // the topic twice. Replay some that were already applied.
-    let replay: Vec<RatingEvent> = (1..=5)
-        .flat_map(|seq| {
-            (0..4).map(move |partition| {
-                let change = post_rate::model::Change {
-                    event_id: seq,
-                    user_id: Some(1),
-                    score: Some(5),
-                    previous_score: None,
-                    weight: Some(1000),
-                    previous_weight: None,
-                };
-                RatingEvent {
-                    partition,
-                    seq,
-                    post_id: 1,
-                    version: seq,
-                    committed_ms: 0,
-                    delta: change.delta(),
-                    change: Some(change),
-                }
-            })
-        })
-        .collect();
+    let replay: Vec<RatingEvent> = (0..4).flat_map(|p| events(p, 1, 5)).collect();
     let publisher = kafka::Publisher::new(brokers(), &topic).unwrap();
     publisher.publish(&replay).await.unwrap();
     let deadline = Instant::now() + EXACT_WITHIN;
