@@ -14,14 +14,23 @@ use crate::losses::{self, Traffic};
 /// Stats must be back within this long after the traffic ends (DESIGN §8.3 says 30 s).
 const HEALED_WITHIN: Duration = Duration::from_secs(30);
 
-/// The port of every master serving slots, and the pid of its process.
+/// The port of every master serving slots, and the pid of its process, as the first node
+/// that answers sees them (never only the first seed: it may be the master just killed).
 fn masters() -> Vec<(u16, u32)> {
-    let out = Command::new("redis-cli")
-        .args(["-p", "30001", "cluster", "nodes"])
-        .output()
-        .expect("redis-cli");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
+    let seeds = redis_cluster();
+    let view = seeds
+        .split(',')
+        .filter_map(|seed| seed.rsplit_once(':')?.1.parse::<u16>().ok())
+        .find_map(|port| {
+            let out = Command::new("redis-cli")
+                .args(["-p", &port.to_string(), "cluster", "nodes"])
+                .output()
+                .ok()?;
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            (out.status.success() && text.contains("master")).then_some(text)
+        })
+        .unwrap_or_default();
+    view.lines()
         .filter(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
             f.len() > 8 && f[2].contains("master") && !f[2].contains("fail")
