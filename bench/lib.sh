@@ -9,10 +9,15 @@ BENCH_TMP=$(mktemp -d /tmp/post-rate-bench.XXXXXX)
 BENCH_RUN="bench$$"
 # One secret for the whole run, so tokens stay valid when the service is restarted.
 BENCH_JWT_SECRET="bench-secret-$(date +%s%N)-0123456789abcdef"
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/post-rate-target}
-# shellcheck source=../scripts/shared-target
-source scripts/shared-target
-BIN="$CARGO_TARGET_DIR/release"
+# BENCH_BIN_DIR: a directory with prebuilt post-rate and loadgen binaries; nothing is built.
+if [ -n "${BENCH_BIN_DIR:-}" ]; then
+    BIN=$BENCH_BIN_DIR
+else
+    export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/post-rate-target}
+    # shellcheck source=../scripts/shared-target
+    source scripts/shared-target
+    BIN="$CARGO_TARGET_DIR/release"
+fi
 SERVICE_PID=
 CREATED_DBS=()
 CREATED_PREFIXES=()
@@ -44,6 +49,7 @@ need_tools() {
 }
 
 build_release() {
+    if [ -n "${BENCH_BIN_DIR:-}" ]; then log "using the binaries in $BIN"; return; fi
     log "building release (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
     cargo build --release --bins --quiet
 }
