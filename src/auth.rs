@@ -1,18 +1,14 @@
-//! Passwords (argon2id, on their own threads: [`password`]), signed expiring tokens
-//! (JWT HS256) and the bearer extractors built on actix-web-httpauth.
+//! Passwords (argon2id, on their own threads: [`password`]) and signed expiring tokens
+//! (JWT HS256). The bearer extractors that read them live in `api::extract`.
 
 pub mod password;
 
-use std::future::{ready, Ready};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use actix_web::{dev::Payload, http::header, web, FromRequest, HttpRequest};
-use actix_web_httpauth::extractors::bearer::BearerAuth;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
-use crate::server::AppState;
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Claims {
@@ -74,46 +70,9 @@ impl TokenKeys {
     }
 }
 
-/// The signed-in caller; extracting it answers 401 when the token is missing or bad.
+/// The signed-in caller, as a valid token names them.
 #[derive(Debug, Clone)]
 pub struct AuthUser {
     pub id: i64,
     pub username: String,
-}
-
-/// The caller if a token was sent. A token that was sent but is bad is still a 401: a
-/// client that believes it is signed in should learn that it is not.
-#[derive(Debug, Clone)]
-pub struct MaybeUser(pub Option<AuthUser>);
-
-pub(crate) fn authenticate(req: &HttpRequest) -> Result<AuthUser, ApiError> {
-    let state = req
-        .app_data::<web::Data<AppState>>()
-        .ok_or_else(|| ApiError::Internal("application state missing".into()))?;
-    let bearer = BearerAuth::extract(req)
-        .into_inner()
-        .map_err(|_| ApiError::Unauthorized("a bearer token is required"))?;
-    state.tokens.verify(bearer.token())
-}
-
-impl FromRequest for AuthUser {
-    type Error = ApiError;
-    type Future = Ready<Result<Self, ApiError>>;
-
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(authenticate(req))
-    }
-}
-
-impl FromRequest for MaybeUser {
-    type Error = ApiError;
-    type Future = Ready<Result<Self, ApiError>>;
-
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        if req.headers().contains_key(header::AUTHORIZATION) {
-            ready(authenticate(req).map(|u| MaybeUser(Some(u))))
-        } else {
-            ready(Ok(MaybeUser(None)))
-        }
-    }
 }

@@ -38,7 +38,7 @@ enum Command {
     /// and report what differs and how long each pass took (changes nothing).
     Audit,
     /// Run the burst-damping model on a virtual clock and print a per-bucket table.
-    Simulate(crate::simulate::SimulateArgs),
+    Simulate(crate::stats::burst::simulate::SimulateArgs),
 }
 
 /// `post-rate audit`: one version pass and one full pass; what they find is only reported.
@@ -100,7 +100,7 @@ pub fn main() -> ExitCode {
             }
         };
         let mut out = std::io::stdout().lock();
-        return match crate::simulate::run_with_base(args, base, &mut out) {
+        return match crate::stats::burst::simulate::run_with_base(args, base, &mut out) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("post-rate simulate: {e}");

@@ -5,8 +5,11 @@ use std::fmt::Display;
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::service::pages::PageCacheSettings;
-use crate::stats::burst::BurstConfig;
+mod sections;
+
+pub use sections::{
+    BurstConfig, BurstConfigError, EdgeLimits, HealSettings, PageCacheSettings, RateLimitStore,
+};
 
 #[derive(Debug, thiserror::Error)]
 #[error("invalid {var}={value:?}: {reason}")]
@@ -112,78 +115,6 @@ pub struct Settings {
     pub heal: HealSettings,
 }
 
-/// How the service watches and repairs its Redis stats.
-#[derive(Debug, Clone)]
-pub struct HealSettings {
-    /// `STATS_REPAIR_GRACE_SECS` [10]: how long a partition's fence may stand still behind
-    /// the relay, or a post's hash behind its version, before it is rebuilt from PostgreSQL
-    /// (it doubles, up to 5 minutes, for a partition that keeps needing it).
-    pub grace: Duration,
-    /// `STATS_AUDIT_INTERVAL_SECS` [10]: between two audit passes over every post's version;
-    /// 0 turns the audit off.
-    pub audit_interval: Duration,
-    /// `STATS_AUDIT_FULL_INTERVAL_SECS` [600]: between two audit passes that also sum
-    /// `ratings` per post (what catches ratings changed in SQL).
-    pub audit_full_interval: Duration,
-    /// `RELAY_MAX_FAILURES` [5]: deliveries of one batch that may fail in a row before the
-    /// relay gives up the lead, so that an instance that can deliver takes it.
-    pub relay_max_failures: u32,
-    /// `PIPELINE_STUCK_SECS` [30]: `/readyz` reports the pipeline stuck when the oldest
-    /// undelivered event is older than this.
-    pub pipeline_stuck: Duration,
-}
-
-/// Connection limits and timeouts, one per phase of a connection.
-#[derive(Debug, Clone)]
-pub struct EdgeLimits {
-    /// `HTTP_HEADER_TIMEOUT_MS` [5000]: time to send a request's head, from the connection's
-    /// start (408) or, on a kept-alive connection, from the previous answer on top of the
-    /// keep-alive time (the connection is closed).
-    pub header_timeout: Duration,
-    /// `HTTP_KEEP_ALIVE_MS` [5000]: how long an idle connection is kept open; 0 closes each
-    /// connection after one answer.
-    pub keep_alive: Duration,
-    /// `HTTP_BODY_TIMEOUT_MS` [10000]: time for the whole request body, from the head (408).
-    pub body_timeout: Duration,
-    /// `HTTP_BODY_MIN_BYTES_PER_SEC` [1024]: a body must keep coming at least this fast once
-    /// 2 s have passed (408); 0 disables.
-    pub body_min_rate: u64,
-    /// `HTTP_REQUEST_TIMEOUT_MS` [30000]: from a request's head to the last byte of its
-    /// answer handed to the socket; a connection past it is closed without an answer (a
-    /// client that does not read its answer, say).
-    pub request_timeout: Duration,
-    /// `HTTP_DISCONNECT_TIMEOUT_MS` [1000]: how long a closing connection may linger.
-    pub disconnect_timeout: Duration,
-    /// `HTTP_SHUTDOWN_TIMEOUT_SECS` [10]: how long a stopping server waits for requests in
-    /// flight.
-    pub shutdown_timeout_secs: u64,
-    /// `HTTP_MAX_CONNECTIONS` [2000]: open connections per HTTP worker; beyond it the worker
-    /// stops accepting until one closes. Each takes two file descriptors (the start-up log
-    /// warns when the open-file limit is lower than the workers' total).
-    pub max_connections: usize,
-    /// `HTTP_MAX_HEADER_BYTES` [16384]: a request's target and headers together (431 over
-    /// it). actix-web itself reads at most 128 KiB of head and 96 headers.
-    pub max_header_bytes: usize,
-}
-
-impl EdgeLimits {
-    fn from_env() -> Result<Self, ConfigError> {
-        let optional_millis =
-            |name, default| parse_range(name, default, 0, 3_600_000).map(Duration::from_millis);
-        Ok(EdgeLimits {
-            header_timeout: millis("HTTP_HEADER_TIMEOUT_MS", 5000)?,
-            keep_alive: optional_millis("HTTP_KEEP_ALIVE_MS", 5000)?,
-            body_timeout: millis("HTTP_BODY_TIMEOUT_MS", 10_000)?,
-            body_min_rate: parse_range("HTTP_BODY_MIN_BYTES_PER_SEC", 1024, 0, 1 << 30)?,
-            request_timeout: millis("HTTP_REQUEST_TIMEOUT_MS", 30_000)?,
-            disconnect_timeout: millis("HTTP_DISCONNECT_TIMEOUT_MS", 1000)?,
-            shutdown_timeout_secs: parse_range("HTTP_SHUTDOWN_TIMEOUT_SECS", 10, 0, 3600)?,
-            max_connections: parse_range("HTTP_MAX_CONNECTIONS", 2000, 1, 1_000_000)?,
-            max_header_bytes: parse_range("HTTP_MAX_HEADER_BYTES", 16_384, 1024, 131_072)?,
-        })
-    }
-}
-
 fn var(name: &'static str) -> Option<String> {
     env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
@@ -237,15 +168,6 @@ fn parse_bool(name: &'static str, default: bool) -> Result<bool, ConfigError> {
 
 fn millis(name: &'static str, default: u64) -> Result<Duration, ConfigError> {
     parse_range(name, default, 1, 3_600_000).map(Duration::from_millis)
-}
-
-/// Where the rate limits keep their state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RateLimitStore {
-    /// Each instance's memory: no round trip, but each instance grants the whole limit.
-    Memory,
-    /// Redis, one Lua call per check: every instance shares one limit.
-    Redis,
 }
 
 fn secs(name: &'static str, default: u64, min: u64) -> Result<Duration, ConfigError> {

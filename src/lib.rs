@@ -1,6 +1,7 @@
 //! post-rate: people rate posts from 0 to 5; exact, burst-damped stats at scale.
 
 pub mod api;
+pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod config;
@@ -10,11 +11,10 @@ pub mod events;
 pub mod limits;
 pub mod metrics;
 pub mod model;
+pub mod per_worker;
 pub mod readiness;
 pub mod reconcile;
 pub mod repair;
 pub mod server;
 pub mod service;
-pub mod simulate;
 pub mod stats;
-pub mod worker;

@@ -33,21 +33,26 @@ use std::num::NonZeroU32;
 use std::sync::Weak;
 use std::time::Duration;
 
-use actix_web::dev::Payload;
-use actix_web::{web, FromRequest, HttpRequest};
-use futures::future::LocalBoxFuture;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use prometheus::IntCounter;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::{authenticate, AuthUser};
 use crate::config::RateLimitStore;
 use crate::error::ApiError;
-use crate::server::AppState;
+use crate::stats::StatsStore;
 
 mod shared;
 
 use shared::{Limit, SharedLimits};
+
+/// Who sent a request, as the limits read it: the TCP peer and the last `X-Forwarded-For`
+/// header line (raw bytes, as received), if any.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Client<'a> {
+    pub peer: Option<IpAddr>,
+    pub forwarded_for: Option<&'a [u8]>,
+}
 
 /// The per-instance limiters; `None` where the limit is disabled, or kept in Redis.
 pub struct RateLimits {
@@ -82,21 +87,22 @@ impl RateLimits {
         }
     }
 
-    /// Limits kept where `store` says: in this instance's memory, or in Redis.
-    pub fn kept_in(self, store: RateLimitStore) -> Self {
-        match store {
+    /// Limits kept where `kind` says: in this instance's memory, or in `store` (Redis), whose
+    /// failures are counted in `errors`.
+    pub fn kept_in(self, kind: RateLimitStore, store: &StatsStore, errors: IntCounter) -> Self {
+        match kind {
             RateLimitStore::Memory => self,
             RateLimitStore::Redis => Self {
                 writes: None,
                 auth: None,
-                shared: Some(SharedLimits::default()),
+                shared: Some(SharedLimits::new(store.clone(), errors)),
                 ..self
             },
         }
     }
 
     /// Counts one post or rating write of `user`, wherever the limits are kept.
-    pub async fn admit_write(&self, state: &AppState, user: i64) -> Result<(), ApiError> {
+    pub async fn admit_write(&self, user: i64) -> Result<(), ApiError> {
         let Some(shared) = &self.shared else {
             return self.check_write(user);
         };
@@ -104,28 +110,25 @@ impl RateLimits {
             kind: "writes",
             per_min: self.writes_per_min,
         };
-        shared.check(state, limit, &user.to_string()).await
+        shared.check(limit, &user.to_string()).await
     }
 
-    /// Counts one register or token request from the client of `req`, wherever the limits
-    /// are kept.
-    pub async fn admit_auth(&self, state: &AppState, req: &HttpRequest) -> Result<(), ApiError> {
+    /// Counts one register or token request from `client`, wherever the limits are kept.
+    pub async fn admit_auth(&self, client: Client<'_>) -> Result<(), ApiError> {
         let Some(shared) = &self.shared else {
-            return self.check_auth(req);
+            return self.check_auth(client);
         };
         if self.auth_per_min == 0 {
             return Ok(());
         }
-        let Some(addr) = self.client_addr(req)? else {
+        let Some(addr) = self.client_addr(client)? else {
             return Ok(());
         };
         let limit = Limit {
             kind: "auth",
             per_min: self.auth_per_min,
         };
-        shared
-            .check(state, limit, &client_key(addr).to_string())
-            .await
+        shared.check(limit, &client_key(addr).to_string()).await
     }
 
     fn check<K>(
@@ -154,12 +157,12 @@ impl RateLimits {
         self.check(self.writes.as_ref(), &user)
     }
 
-    /// Counts one register or token request from the client of `req`.
-    pub fn check_auth(&self, req: &HttpRequest) -> Result<(), ApiError> {
+    /// Counts one register or token request from `client`.
+    pub fn check_auth(&self, client: Client<'_>) -> Result<(), ApiError> {
         if self.auth.is_none() {
             return Ok(());
         }
-        match self.client_addr(req)? {
+        match self.client_addr(client)? {
             Some(addr) => self.check(self.auth.as_ref(), &client_key(addr)),
             // Only a Unix-socket or test request has no peer: nothing to key it by.
             None => Ok(()),
@@ -168,17 +171,16 @@ impl RateLimits {
 
     /// The peer, or with `trust_forwarded_for` the hop the proxy appended (400 when it
     /// cannot be read).
-    fn client_addr(&self, req: &HttpRequest) -> Result<Option<IpAddr>, ApiError> {
-        let peer = req.peer_addr().map(|a| a.ip());
+    fn client_addr(&self, client: Client<'_>) -> Result<Option<IpAddr>, ApiError> {
         if !self.trust_forwarded_for {
-            return Ok(peer);
+            return Ok(client.peer);
         }
         // Header lines combine in order, so the last entry of the last line is the hop the
         // nearest proxy appended.
-        let Some(line) = req.headers().get_all("x-forwarded-for").last() else {
-            return Ok(peer);
+        let Some(line) = client.forwarded_for else {
+            return Ok(client.peer);
         };
-        line.to_str()
+        std::str::from_utf8(line)
             .ok()
             .and_then(|l| l.rsplit(',').next())
             .and_then(parse_hop)
@@ -249,204 +251,5 @@ fn client_key(addr: IpAddr) -> IpAddr {
     }
 }
 
-fn state(req: &HttpRequest) -> Result<&web::Data<AppState>, ApiError> {
-    req.app_data::<web::Data<AppState>>()
-        .ok_or_else(|| ApiError::Internal("application state missing".into()))
-}
-
-/// The signed-in caller of a write, counted against `RATE_LIMIT_WRITES_PER_MIN`: 401 first
-/// for a bad token, then 429 over the limit, before the body is even read.
-#[derive(Debug, Clone)]
-pub struct Writer(pub AuthUser);
-
-impl FromRequest for Writer {
-    type Error = ApiError;
-    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
-
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let checked = authenticate(req).and_then(|user| Ok((user, state(req)?.clone())));
-        Box::pin(async move {
-            let (user, state) = checked?;
-            state.limits.admit_write(&state, user.id).await?;
-            Ok(Writer(user))
-        })
-    }
-}
-
-/// A register or token attempt, counted against `RATE_LIMIT_AUTH_PER_MIN`; list it before
-/// the body so a flood is refused without parsing or hashing anything.
-#[derive(Debug, Clone, Copy)]
-pub struct AuthAttempt;
-
-impl FromRequest for AuthAttempt {
-    type Error = ApiError;
-    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
-
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let req = req.clone();
-        Box::pin(async move {
-            let state = state(&req)?.clone();
-            state.limits.admit_auth(&state, &req).await?;
-            Ok(AuthAttempt)
-        })
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use actix_web::test::TestRequest;
-
-    #[test]
-    fn a_user_gets_the_minute_at_once_then_429_with_retry_after() {
-        let limits = RateLimits::new(3, 0, false);
-        for _ in 0..3 {
-            limits.check_write(7).expect("within the limit");
-        }
-        match limits.check_write(7) {
-            Err(ApiError::TooManyRequests { retry_after_secs }) => {
-                // One request per 20 s comes back.
-                assert!((1..=20).contains(&retry_after_secs), "{retry_after_secs}");
-            }
-            other => panic!("expected 429, got {other:?}"),
-        }
-        limits
-            .check_write(8)
-            .expect("another user has its own allowance");
-    }
-
-    #[test]
-    fn zero_disables_a_limit() {
-        let limits = RateLimits::new(0, 0, false);
-        let req = TestRequest::default()
-            .peer_addr("10.0.0.1:5000".parse().unwrap())
-            .to_http_request();
-        for _ in 0..1000 {
-            limits.check_write(1).unwrap();
-            limits.check_auth(&req).unwrap();
-        }
-    }
-
-    fn forwarded(peer: &str, lines: &[&str]) -> HttpRequest {
-        let mut req = TestRequest::default().peer_addr(peer.parse().unwrap());
-        for line in lines {
-            req = req.append_header(("x-forwarded-for", *line));
-        }
-        req.to_http_request()
-    }
-
-    #[test]
-    fn client_address_is_the_peer_unless_forwarded_for_is_trusted() {
-        let req = || forwarded("10.0.0.1:5000", &["203.0.113.9, 198.51.100.7"]);
-        let direct = RateLimits::new(0, 1, false);
-        assert_eq!(
-            direct.client_addr(&req()).unwrap(),
-            Some("10.0.0.1".parse().unwrap())
-        );
-        direct.check_auth(&req()).unwrap();
-        assert!(
-            direct.check_auth(&req()).is_err(),
-            "same peer, second attempt"
-        );
-
-        let proxied = RateLimits::new(0, 1, true);
-        // The last hop is the one the trusted proxy appended.
-        assert_eq!(
-            proxied.client_addr(&req()).unwrap(),
-            Some("198.51.100.7".parse().unwrap())
-        );
-        proxied.check_auth(&req()).unwrap();
-        proxied
-            .check_auth(&forwarded("10.0.0.1:5000", &["198.51.100.8"]))
-            .expect("a different client behind the same proxy");
-        assert!(proxied.check_auth(&req()).is_err());
-        // No header at all (a caller that bypasses the proxy): the peer.
-        assert_eq!(
-            proxied
-                .client_addr(&forwarded("10.0.0.2:5000", &[]))
-                .unwrap(),
-            Some("10.0.0.2".parse().unwrap())
-        );
-    }
-
-    #[test]
-    fn the_appended_hop_is_read_in_every_form() {
-        let proxied = RateLimits::new(0, 1, true);
-        let v6: IpAddr = "2001:db8::7".parse().unwrap();
-        for (lines, want) in [
-            (
-                vec!["1.2.3.4, 198.51.100.7:41234"],
-                "198.51.100.7".parse().unwrap(),
-            ),
-            (
-                vec!["1.2.3.4,198.51.100.7"],
-                "198.51.100.7".parse().unwrap(),
-            ),
-            (vec!["1.2.3.4, [2001:db8::7]:443"], v6),
-            (vec!["1.2.3.4, [2001:db8::7]"], v6),
-            (vec!["1.2.3.4, 2001:db8::7"], v6),
-            (vec!["1.2.3.4, \"[2001:db8::7]:443\""], v6),
-            // A second line is appended after the first: its last entry wins.
-            (
-                vec!["9.9.9.9, 8.8.8.8", "198.51.100.7"],
-                "198.51.100.7".parse().unwrap(),
-            ),
-        ] {
-            let req = forwarded("10.0.0.1:5000", &lines);
-            assert_eq!(proxied.client_addr(&req).unwrap(), Some(want), "{lines:?}");
-        }
-    }
-
-    #[test]
-    fn an_unreadable_appended_hop_is_refused_never_replaced_by_an_earlier_one() {
-        let proxied = RateLimits::new(0, 1, true);
-        for line in [
-            "203.0.113.9, unknown",
-            "203.0.113.9, ",
-            "203.0.113.9, _hidden",
-            "203.0.113.9, 198.51.100.7:notaport",
-            "203.0.113.9, [2001:db8::7",
-        ] {
-            let req = forwarded("10.0.0.1:5000", &[line]);
-            assert!(
-                matches!(proxied.client_addr(&req), Err(ApiError::BadRequest(_))),
-                "{line}"
-            );
-            assert!(proxied.check_auth(&req).is_err(), "{line}");
-        }
-    }
-
-    #[test]
-    fn ipv6_clients_are_keyed_by_their_64() {
-        let proxied = RateLimits::new(0, 1, true);
-        proxied
-            .check_auth(&forwarded("10.0.0.1:5000", &["[2001:db8:1:2::1]:5000"]))
-            .unwrap();
-        assert!(
-            proxied
-                .check_auth(&forwarded("10.0.0.1:5000", &["2001:db8:1:2:ffff::9"]))
-                .is_err(),
-            "another address of the same /64"
-        );
-        proxied
-            .check_auth(&forwarded("10.0.0.1:5000", &["2001:db8:1:3::1"]))
-            .expect("the next /64 is another client");
-        // An IPv4-mapped peer is the IPv4 client it stands for.
-        assert_eq!(
-            client_key("::ffff:192.0.2.1".parse().unwrap()),
-            "192.0.2.1".parse::<IpAddr>().unwrap()
-        );
-    }
-
-    #[test]
-    fn forgetting_idle_keys_keeps_busy_ones() {
-        let limits = RateLimits::new(2, 0, false);
-        limits.check_write(1).unwrap();
-        limits.check_write(1).unwrap();
-        limits.forget_idle();
-        assert!(
-            limits.check_write(1).is_err(),
-            "a limited user is not forgotten"
-        );
-    }
-}
+mod tests;

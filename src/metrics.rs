@@ -1,6 +1,8 @@
 //! Prometheus metrics (a stable contract: the names below are documented in the README),
 //! rendered in the text format at `/metrics`.
 
+use std::time::Instant;
+
 use prometheus::{
     exponential_buckets, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter,
     IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
@@ -305,5 +307,52 @@ impl Metrics {
             log::error!("cannot encode metrics: {e}");
         }
         String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+/// Lets something happen at most once per `every`: `due` answers `true` for the first caller
+/// and then again only once `every` has passed since the last `true`.
+#[derive(Debug)]
+pub struct Throttle {
+    every: std::time::Duration,
+    last: std::sync::Mutex<Option<Instant>>,
+}
+
+impl Throttle {
+    pub fn new(every: std::time::Duration) -> Self {
+        Self {
+            every,
+            last: std::sync::Mutex::new(None),
+        }
+    }
+
+    pub fn due(&self, now: Instant) -> bool {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        match *last {
+            Some(t) if now.saturating_duration_since(t) < self.every => false,
+            _ => {
+                *last = Some(now);
+                true
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn throttle_lets_one_through_per_interval() {
+        let t = Throttle::new(Duration::from_secs(1));
+        let start = Instant::now();
+        assert!(t.due(start), "the first call");
+        assert!(!t.due(start + Duration::from_millis(5)));
+        assert!(!t.due(start + Duration::from_millis(999)));
+        assert!(t.due(start + Duration::from_millis(1000)));
+        assert!(!t.due(start + Duration::from_millis(1500)));
+        assert!(t.due(start + Duration::from_millis(2100)));
     }
 }

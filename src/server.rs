@@ -2,6 +2,7 @@
 //! side by side on one Tokio runtime, supervises the background tasks, and shuts them down in
 //! order on SIGINT/SIGTERM.
 
+mod checks;
 mod supervise;
 
 use std::future::Future;
@@ -16,66 +17,27 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::connection::Deadlines;
-use crate::api::cursor::CursorCodec;
+use crate::app::AppState;
 use crate::auth::password::HashPool;
 use crate::auth::TokenKeys;
 use crate::config::Settings;
-use crate::db::{self, PgPool, PooledConn};
-use crate::error::ApiError;
-use crate::events::consumer::StatsConsumer;
-use crate::events::kafka::{BrokerProbe, ConsumerStats};
+use crate::db;
+use crate::events::kafka::BrokerProbe;
 use crate::events::relay::{KafkaSink, Relay, Sink};
+use crate::events::stats_consumer::StatsConsumer;
 use crate::limits::RateLimits;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Throttle};
+use crate::per_worker::{PerWorker, Slots};
 use crate::readiness::Readiness;
 use crate::repair::audit::Auditor;
 use crate::repair::{PipelineHealth, Repairer};
+use crate::service::cursor::CursorCodec;
 use crate::service::pages::PageCache;
 use crate::stats::burst::BurstDetector;
 use crate::stats::{RedisTarget, StatsCache, StatsStore};
-use crate::worker::{PerWorker, Slots};
 
 /// A background task's body, as its supervisor starts it.
 type TaskFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
-
-pub struct AppState {
-    pub settings: Settings,
-    /// `DATABASE_POOL_SIZE` connections shared out over the HTTP workers ([`crate::worker`]).
-    pub pool: PerWorker<PgPool>,
-    pub stats: StatsCache,
-    /// Pages of posts and single posts in memory.
-    pub pages: PageCache,
-    /// Each HTTP worker's queue of own-score lookups (`crate::service::scores`).
-    pub scores: PerWorker<crate::service::scores::Queue>,
-    pub burst: BurstDetector,
-    pub tokens: TokenKeys,
-    pub cursors: CursorCodec,
-    pub metrics: Arc<Metrics>,
-    /// Post id → author: posts never change author, so entries never go stale.
-    pub authors: moka::future::Cache<i64, i64>,
-    /// `RATE_LIMIT_*`, per instance or in Redis (`RATE_LIMIT_STORE`).
-    pub limits: Arc<RateLimits>,
-    /// How often `/metrics` counts the outbox.
-    pub outbox_gauge: crate::api::health::Throttle,
-    /// `/readyz`: the named checks and their latest snapshot.
-    pub readiness: Readiness,
-    /// `PASSWORD_HASH_*`: the argon2 threads and their queue.
-    pub passwords: HashPool,
-    /// The stats consumer's counters, when this instance runs one.
-    pub consumer_stats: Option<Arc<ConsumerStats>>,
-    /// The event pipeline as the store check last saw it.
-    pub pipeline: Arc<PipelineHealth>,
-}
-
-impl AppState {
-    /// A pooled connection; a pool that cannot give one in time means the database is down.
-    pub async fn db(&self) -> Result<PooledConn, ApiError> {
-        self.pool.local().get().await.map_err(|e| {
-            log::warn!("database unavailable: {e}");
-            ApiError::Unavailable("database")
-        })
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -235,7 +197,11 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
             settings.rate_limit_auth_per_min,
             settings.rate_limit_trust_forwarded_for,
         )
-        .kept_in(settings.rate_limit_store),
+        .kept_in(
+            settings.rate_limit_store,
+            &store,
+            metrics.rate_limit_store_errors.clone(),
+        ),
     );
     workers.push(tokio::spawn(RateLimits::sweep(
         Arc::downgrade(&limits),
@@ -248,14 +214,14 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
         None => None,
     };
     let pipeline = Arc::new(PipelineHealth::default());
-    let mut checks = crate::api::health::dependency_checks(&pool, &store, broker_probe);
-    checks.push(crate::repair::ready::stats_check(store.repairs().clone()));
-    checks.push(crate::repair::ready::pipeline_check(
+    let mut checks = checks::dependency_checks(&pool, &store, broker_probe);
+    checks.push(checks::stats_check(store.repairs().clone()));
+    checks.push(checks::pipeline_check(
         pipeline.clone(),
         consumer_stats.clone(),
         settings.heal.pipeline_stuck,
     ));
-    let readiness = Readiness::new(checks, crate::api::health::READINESS_EVERY);
+    let readiness = Readiness::new(checks, checks::READINESS_EVERY);
     let passwords = HashPool::new(
         settings.password_hash_threads,
         settings.password_hash_queue,
@@ -317,7 +283,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
             metrics.page_loads.clone(),
         ),
         limits,
-        outbox_gauge: crate::api::health::Throttle::new(std::time::Duration::from_secs(1)),
+        outbox_gauge: Throttle::new(std::time::Duration::from_secs(1)),
         pool,
         metrics,
         readiness,

@@ -1,13 +1,24 @@
 //! Field-by-field validation of JSON bodies, so that every invalid field is named in the
-//! 422 answer (serde's own errors name neither the field nor the rule).
+//! 422 answer (serde's own errors name neither the field nor the rule). A request type states
+//! its rules ([`Rules`]); what passes them, trimmed where a rule trims, is what the type is
+//! deserialized from (`extract::Fields`).
 
+use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use crate::error::{ApiError, FieldError};
 
+/// The field rules of a request body type.
+pub trait Rules: DeserializeOwned {
+    /// Checks each field of `body`, which keeps what passes.
+    fn check(body: &mut Body<'_>);
+}
+
 pub struct Body<'a> {
     object: &'a Map<String, Value>,
     errors: Vec<FieldError>,
+    /// The fields that passed, as checked (trimmed strings).
+    passed: Map<String, Value>,
 }
 
 impl<'a> Body<'a> {
@@ -16,6 +27,7 @@ impl<'a> Body<'a> {
             Value::Object(object) => Ok(Body {
                 object,
                 errors: Vec::new(),
+                passed: Map::new(),
             }),
             _ => Err(ApiError::validation("body", "must be a JSON object")),
         }
@@ -51,6 +63,7 @@ impl<'a> Body<'a> {
             };
             self.fail(field, what);
         } else {
+            self.passed.insert(field.to_owned(), Value::from(value));
             return Some(value.to_owned());
         }
         None
@@ -61,7 +74,10 @@ impl<'a> Body<'a> {
         let message = match self.object.get(field) {
             None | Some(Value::Null) => "is required",
             Some(Value::Number(n)) => match n.as_i64() {
-                Some(v) if (min..=max).contains(&v) => return Some(v),
+                Some(v) if (min..=max).contains(&v) => {
+                    self.passed.insert(field.to_owned(), Value::from(v));
+                    return Some(v);
+                }
                 _ if n.is_f64() => "must be an integer",
                 _ => "is out of range",
             },
@@ -76,9 +92,10 @@ impl<'a> Body<'a> {
         None
     }
 
-    pub fn finish(self) -> Result<(), ApiError> {
+    /// The fields that passed, or 422 naming every one that did not.
+    pub fn finish(self) -> Result<Map<String, Value>, ApiError> {
         if self.errors.is_empty() {
-            Ok(())
+            Ok(self.passed)
         } else {
             Err(ApiError::Validation(self.errors))
         }

@@ -25,9 +25,9 @@ use futures::Stream;
 use tokio::time::{Instant, Sleep};
 
 use super::connection::{ConnWatch, RequestPhase};
+use crate::app::AppState;
 use crate::config::EdgeLimits;
 use crate::error::ApiError;
-use crate::server::AppState;
 
 /// A request body as actix-web's `Payload::Stream` holds it.
 type BoxedBody = Pin<Box<dyn Stream<Item = Result<Bytes, PayloadError>>>>;

@@ -16,7 +16,7 @@ use actix_web::http::Method;
 use actix_web::middleware::Next;
 use actix_web::{web, Error};
 
-use crate::server::AppState;
+use crate::app::AppState;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 

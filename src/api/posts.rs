@@ -1,20 +1,53 @@
 //! `GET/POST /api/v1/posts` and `GET /api/v1/posts/{id}`.
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde_json::Value;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
-use super::body::Body;
-use super::openapi::{NewPost, PostPage, Problem};
-use crate::auth::MaybeUser;
+use super::body::{Body, Rules};
+use super::extract::{Fields, MaybeUser, Writer};
+use super::problem::{BadBody, BadToken, Problem, Unavailable, UnknownPost, WriteLimit};
+use crate::app::AppState;
 use crate::db::posts::PageKey;
 use crate::error::{ApiError, FieldError};
-use crate::limits::Writer;
-use crate::server::AppState;
 use crate::service::posts;
 use crate::service::posts::Post;
 
 const DEFAULT_LIMIT: usize = 20;
 const MAX_LIMIT: usize = 100;
+
+/// Body of `POST /api/v1/posts`. Both fields are trimmed and may not be blank or hold NUL.
+#[derive(Deserialize, ToSchema)]
+pub struct NewPost {
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[^\x00]*[^\s\x00][^\x00]*$"
+    )]
+    pub title: String,
+    #[schema(
+        min_length = 1,
+        max_length = 20000,
+        pattern = r"^[^\x00]*[^\s\x00][^\x00]*$"
+    )]
+    pub content: String,
+}
+
+impl Rules for NewPost {
+    fn check(body: &mut Body<'_>) {
+        body.string("title", 1, 255, true);
+        body.string("content", 1, 20_000, true);
+    }
+}
+
+// The page's body is written by `service::render`, byte for byte what serializing this type
+// would give; the type documents it.
+#[derive(Serialize, ToSchema)]
+pub struct PostPage {
+    pub results: Vec<Post>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
 
 #[utoipa::path(
     post,
@@ -24,28 +57,19 @@ const MAX_LIMIT: usize = 100;
     security(("bearer" = [])),
     responses(
         (status = 201, description = "Created", body = Post),
-        (status = 401, description = "Missing, invalid or expired token", body = Problem, content_type = "application/problem+json"),
-        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body over 256 KiB", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Body is not application/json", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Over RATE_LIMIT_WRITES_PER_MIN", body = Problem, content_type = "application/problem+json", headers(("Retry-After" = u64, description = "Seconds until a request passes again"))),
-        (status = 503, description = "A dependency is down", body = Problem, content_type = "application/problem+json")
+        BadToken,
+        BadBody,
+        WriteLimit,
+        Unavailable
     )
 )]
 pub async fn create(
     state: web::Data<AppState>,
     Writer(user): Writer,
-    body: web::Json<Value>,
+    body: Fields<NewPost>,
 ) -> Result<HttpResponse, ApiError> {
-    let mut b = Body::new(&body)?;
-    let title = b.string("title", 1, 255, true);
-    let content = b.string("content", 1, 20_000, true);
-    b.finish()?;
-    let (Some(title), Some(content)) = (title, content) else {
-        return Err(ApiError::Internal("validated fields missing".into()));
-    };
-    let post = posts::create(&state, &user, title, content).await?;
+    let body = body.check()?;
+    let post = posts::create(&state, &user, body.title, body.content).await?;
     Ok(HttpResponse::Created().json(post))
 }
 
@@ -57,9 +81,9 @@ pub async fn create(
     security((), ("bearer" = [])),
     responses(
         (status = 200, description = "The post", body = Post),
-        (status = 401, description = "Missing, invalid or expired token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "Unknown post", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "A dependency is down", body = Problem, content_type = "application/problem+json")
+        BadToken,
+        UnknownPost,
+        Unavailable
     )
 )]
 pub async fn get(
@@ -84,9 +108,9 @@ pub async fn get(
     responses(
         (status = 200, description = "A page of posts, newest first", body = PostPage),
         (status = 400, description = "A cursor this service did not issue", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing, invalid or expired token", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "A dependency is down", body = Problem, content_type = "application/problem+json")
+        BadToken,
+        Unavailable
     )
 )]
 pub async fn list(

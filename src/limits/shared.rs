@@ -7,27 +7,19 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use redis::Script;
+use prometheus::IntCounter;
 
 use crate::error::ApiError;
-use crate::server::AppState;
+use crate::stats::StatsStore;
 
 /// How often a Redis failure of the limits is logged (each one is counted).
 const LOG_EVERY: Duration = Duration::from_secs(10);
 
-/// The Redis side of the limits: the script and when a failure was last logged.
+/// The Redis side of the limits: the store, its failures, and when one was last logged.
 pub struct SharedLimits {
-    script: Script,
+    store: StatsStore,
+    errors: IntCounter,
     last_logged_secs: AtomicU64,
-}
-
-impl Default for SharedLimits {
-    fn default() -> Self {
-        SharedLimits {
-            script: Script::new(include_str!("gcra.lua")),
-            last_logged_secs: AtomicU64::new(0),
-        }
-    }
 }
 
 /// One limit's Redis key space and rate: `kind` names it in the key (`writes`, `auth`).
@@ -37,29 +29,24 @@ pub struct Limit {
 }
 
 impl SharedLimits {
+    pub fn new(store: StatsStore, errors: IntCounter) -> Self {
+        SharedLimits {
+            store,
+            errors,
+            last_logged_secs: AtomicU64::new(0),
+        }
+    }
+
     /// Counts one request of `client`: `Err(429)` over the limit, `Ok` within it or when
-    /// Redis cannot say (counted in the state's metrics).
-    pub async fn check(
-        &self,
-        state: &AppState,
-        limit: Limit,
-        client: &str,
-    ) -> Result<(), ApiError> {
+    /// Redis cannot say (counted in `errors`).
+    pub async fn check(&self, limit: Limit, client: &str) -> Result<(), ApiError> {
         if limit.per_min == 0 {
             return Ok(());
         }
-        let store = state.stats.store();
-        let key = format!("{}limit:{}:{client}", store.prefix(), limit.kind);
         let interval_us = 60_000_000 / u64::from(limit.per_min);
-        let burst = limit.per_min;
-        let script = &self.script;
-        let result = store
-            .with_conn(|mut conn| async move {
-                let mut call = script.prepare_invoke();
-                call.key(key).arg(interval_us).arg(burst);
-                let wait_us: u64 = call.invoke_async(&mut conn).await?;
-                Ok(wait_us)
-            })
+        let result = self
+            .store
+            .gcra_wait(limit.kind, client, interval_us, limit.per_min)
             .await;
         match result {
             Ok(0) => Ok(()),
@@ -68,7 +55,7 @@ impl SharedLimits {
                 retry_after_secs: wait_us.div_ceil(1_000_000).max(1),
             }),
             Err(e) => {
-                state.metrics.rate_limit_store_errors.inc();
+                self.errors.inc();
                 self.log_failure(&e);
                 Ok(())
             }

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use diesel_async::AsyncPgConnection;
 
 use crate::db::snapshot::{self, Scope, Target};
 use crate::db::{outbox, DbError};
@@ -173,9 +173,7 @@ pub async fn locked_connection(
     timeout: std::time::Duration,
 ) -> Result<AsyncPgConnection, DbError> {
     let mut conn = crate::db::connect(database_url, timeout).await?;
-    diesel::sql_query("SET statement_timeout = 0")
-        .execute(&mut conn)
-        .await?;
+    crate::db::without_statement_timeout(&mut conn).await?;
     snapshot::lock_stamping(&mut conn).await?;
     Ok(conn)
 }

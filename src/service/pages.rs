@@ -28,9 +28,9 @@ use moka::future::Cache;
 use prometheus::IntCounter;
 
 use super::render::StoredPost;
+use crate::app::AppState;
 use crate::db::{self, posts::PageKey, posts::PAGE_ROWS};
 use crate::error::ApiError;
-use crate::server::AppState;
 
 /// Up to [`PAGE_ROWS`] posts, newest first, as loaded under one generation.
 #[derive(Debug)]
@@ -57,13 +57,7 @@ struct Body {
     bytes: Bytes,
 }
 
-/// Settings of [`PageCache`]; a zero duration turns that cache off.
-#[derive(Debug, Clone, Copy)]
-pub struct PageCacheSettings {
-    pub first_ttl: Duration,
-    pub ttl: Duration,
-    pub max_bytes: u64,
-}
+pub use crate::config::PageCacheSettings;
 
 impl PageCache {
     /// `stats_ttl`: how long the stats cache keeps stats; bodies live no longer.

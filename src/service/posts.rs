@@ -7,10 +7,10 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::{pages, render, scores};
+use crate::app::AppState;
 use crate::auth::AuthUser;
 use crate::db::{self, posts::PageKey, posts::PostRow};
 use crate::error::ApiError;
-use crate::server::AppState;
 use crate::stats::{PostStats, PublicStats};
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -67,10 +67,9 @@ pub async fn create(
         .await
         .map_err(|e| match e {
             // A valid token of a user that no longer exists (the database was reset).
-            db::DbError::Query(diesel::result::Error::DatabaseError(
-                diesel::result::DatabaseErrorKind::ForeignKeyViolation,
-                _,
-            )) => ApiError::Unauthorized("the token's user does not exist"),
+            e if e.is_missing_reference() => {
+                ApiError::Unauthorized("the token's user does not exist")
+            }
             other => other.into(),
         })?;
     state.pages.created();

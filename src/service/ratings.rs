@@ -4,12 +4,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use chrono::{DateTime, Utc};
 
+use crate::app::AppState;
 use crate::auth::AuthUser;
 use crate::db;
 use crate::db::ratings::{Noop, StoredRating, Withdrawn};
 use crate::error::ApiError;
-use crate::server::AppState;
-use crate::stats::burst::{Arrival, BurstKeys};
+use crate::stats::burst::Arrival;
 
 pub struct Rated {
     pub post_id: i64,
@@ -101,28 +101,16 @@ async fn author_of(state: &AppState, post_id: i64) -> Result<Option<i64>, ApiErr
     Ok(author)
 }
 
-fn burst_keys(state: &AppState, post_id: i64) -> BurstKeys {
-    let store = state.stats.store();
-    BurstKeys {
-        state: store.burst_key(post_id),
-        raters: store.burst_raters_key(post_id),
-    }
-}
-
 /// Records the caller's call in the post's burst detector and returns its weight; `None`
 /// (full weight, logged and counted) when Redis cannot say.
 async fn burst_arrival(state: &AppState, post_id: i64, user_id: i64) -> Option<Arrival> {
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
-    let keys = burst_keys(state, post_id);
-    let burst = &state.burst;
     let result = state
         .stats
         .store()
-        .with_conn(
-            |mut conn| async move { Ok(burst.weight(&mut conn, &keys, user_id, now_ms).await?) },
-        )
+        .burst_weight(&state.burst, post_id, user_id, now_ms)
         .await;
     match result {
         Ok(a) => Some(Arrival {
@@ -141,16 +129,10 @@ async fn burst_arrival(state: &AppState, post_id: i64, user_id: i64) -> Option<A
 /// A failure only leaves one arrival too many in one bucket: logged and counted.
 async fn undo_arrival(state: &AppState, post_id: i64, user_id: i64, arrival: Option<Arrival>) {
     let Some(arrival) = arrival else { return };
-    let keys = burst_keys(state, post_id);
-    let burst = &state.burst;
     let result = state
         .stats
         .store()
-        .with_conn(|mut conn| async move {
-            Ok(burst
-                .undo(&mut conn, &keys, user_id, arrival.bucket)
-                .await?)
-        })
+        .burst_undo(&state.burst, post_id, user_id, arrival.bucket)
         .await;
     if let Err(e) = result {
         log::warn!("burst arrival of a no-op rating not taken back: {e}");

@@ -15,9 +15,9 @@ use std::sync::{Arc, Mutex};
 use prometheus::IntCounter;
 use tokio::sync::oneshot;
 
+use crate::app::AppState;
 use crate::db::{self, PgPool};
 use crate::error::ApiError;
-use crate::server::AppState;
 
 /// Lookups one statement serves at most.
 const MAX_BATCH: usize = 64;

@@ -1,8 +1,8 @@
 //! Registering users and issuing tokens.
 
+use crate::app::AppState;
 use crate::db;
 use crate::error::ApiError;
-use crate::server::AppState;
 
 pub struct Registered {
     pub id: i64,

@@ -51,63 +51,9 @@ mod detector;
 
 pub use detector::{Arrival, BurstDetector, BurstKeys};
 
-/// Tuning of the detector; read from BURST_BUCKET_SECS, BURST_HALF_LIFE_BUCKETS, BURST_K and
-/// BURST_FLOOR by the config module.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct BurstConfig {
-    /// Length of one bucket in seconds (B).
-    pub bucket_secs: u32,
-    /// Half-life of the baseline, in buckets (H); `alpha = 1 - 2^(-1/H)`.
-    pub half_life_buckets: f64,
-    /// Standard deviations above the mean that still count as organic.
-    pub k: f64,
-    /// The constant `c` added to the limit; it is the whole limit of a post with no history.
-    pub floor: f64,
-}
-
-impl Default for BurstConfig {
-    fn default() -> Self {
-        Self {
-            bucket_secs: 60,
-            half_life_buckets: 30.0,
-            k: 3.0,
-            floor: 10.0,
-        }
-    }
-}
-
-/// A [`BurstConfig`] value the detector cannot work with.
-#[derive(Debug, thiserror::Error, PartialEq)]
-pub enum BurstConfigError {
-    #[error("BURST_BUCKET_SECS must be at least 1")]
-    BucketSecs,
-    #[error("BURST_HALF_LIFE_BUCKETS must be a finite number > 0, got {0}")]
-    HalfLife(f64),
-    #[error("BURST_K must be a finite number >= 0, got {0}")]
-    K(f64),
-    // Below 1 the first rating of a new post would already be damped.
-    #[error("BURST_FLOOR must be a finite number >= 1, got {0}")]
-    Floor(f64),
-}
+pub use crate::config::{BurstConfig, BurstConfigError};
 
 impl BurstConfig {
-    /// Checks the values; the config module calls this so a bad env var fails at start.
-    pub fn validate(&self) -> Result<(), BurstConfigError> {
-        if self.bucket_secs == 0 {
-            return Err(BurstConfigError::BucketSecs);
-        }
-        if !(self.half_life_buckets.is_finite() && self.half_life_buckets > 0.0) {
-            return Err(BurstConfigError::HalfLife(self.half_life_buckets));
-        }
-        if !(self.k.is_finite() && self.k >= 0.0) {
-            return Err(BurstConfigError::K(self.k));
-        }
-        if !(self.floor.is_finite() && self.floor >= 1.0) {
-            return Err(BurstConfigError::Floor(self.floor));
-        }
-        Ok(())
-    }
-
     /// EWMA smoothing factor per bucket.
     pub fn alpha(&self) -> f64 {
         1.0 - 2f64.powf(-1.0 / self.half_life_buckets)
@@ -277,6 +223,8 @@ impl BurstState {
         self.raters.clear();
     }
 }
+
+pub mod simulate;
 
 #[cfg(test)]
 mod lua;

@@ -4,6 +4,7 @@
 use redis::aio::ConnectionLike;
 
 use super::BurstConfig;
+use crate::stats::{StatsError, StatsStore};
 
 /// The Redis keys of one post's detector. [`crate::stats::StatsStore`] derives both from the
 /// post id (`burst_key`, `burst_raters_key`), so they can carry one cluster hash tag per post.
@@ -97,5 +98,46 @@ impl BurstDetector {
             .invoke_async(conn)
             .await?;
         Ok(withdrawn == 1)
+    }
+}
+
+/// The detector as the service calls it: on a pooled connection of the stats store, with the
+/// post's keys laid out by the store.
+impl StatsStore {
+    pub fn burst_keys(&self, post_id: i64) -> BurstKeys {
+        BurstKeys {
+            state: self.burst_key(post_id),
+            raters: self.burst_raters_key(post_id),
+        }
+    }
+
+    /// [`BurstDetector::weight`] for `rater`'s call on `post_id` at `now_ms`.
+    pub async fn burst_weight(
+        &self,
+        detector: &BurstDetector,
+        post_id: i64,
+        rater: i64,
+        now_ms: i64,
+    ) -> Result<Arrival, StatsError> {
+        let keys = self.burst_keys(post_id);
+        self.with_conn(|mut conn| async move {
+            Ok(detector.weight(&mut conn, &keys, rater, now_ms).await?)
+        })
+        .await
+    }
+
+    /// [`BurstDetector::undo`] of `rater`'s call on `post_id` recorded in `bucket`.
+    pub async fn burst_undo(
+        &self,
+        detector: &BurstDetector,
+        post_id: i64,
+        rater: i64,
+        bucket: i64,
+    ) -> Result<bool, StatsError> {
+        let keys = self.burst_keys(post_id);
+        self.with_conn(|mut conn| async move {
+            Ok(detector.undo(&mut conn, &keys, rater, bucket).await?)
+        })
+        .await
     }
 }

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use super::properties::{acceptance_config, acceptance_events, acceptance_outcome, model_weights};
 use super::*;
-use crate::simulate::{PostModel, Rng};
+use crate::stats::burst::simulate::{PostModel, Rng};
 
 async fn redis() -> redis::RedisResult<redis::aio::MultiplexedConnection> {
     let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());

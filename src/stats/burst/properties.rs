@@ -1,7 +1,7 @@
 //! The properties DESIGN §5 and issue 4 promise, checked on the Rust model with a virtual clock.
 
 use super::{BurstConfig, BurstState, Rater};
-use crate::simulate::{PostModel, Rng};
+use crate::stats::burst::simulate::{PostModel, Rng};
 
 const MIN_MS: i64 = 60_000;
 const HOUR_MS: i64 = 60 * MIN_MS;

@@ -2,7 +2,7 @@
 //! rater's repeats, flips and no-ops do not damp anyone else.
 
 use super::*;
-use crate::simulate::{PostModel, Rng};
+use crate::stats::burst::simulate::{PostModel, Rng};
 
 const MIN: i64 = 60_000;
 

@@ -75,6 +75,17 @@ pub enum DbError {
 }
 
 impl DbError {
+    /// True when a row refers to one that does not exist (a post by a deleted user, say).
+    pub fn is_missing_reference(&self) -> bool {
+        matches!(
+            self,
+            DbError::Query(diesel::result::Error::DatabaseError(
+                DatabaseErrorKind::ForeignKeyViolation,
+                _
+            ))
+        )
+    }
+
     /// True when the database is unreachable or too slow, as opposed to a bug in a query.
     pub fn is_unavailable(&self) -> bool {
         match self {
@@ -112,6 +123,21 @@ pub async fn connect(url: &str, timeout: Duration) -> DbResult<AsyncPgConnection
         .execute(&mut conn)
         .await?;
     Ok(conn)
+}
+
+/// `SELECT 1`: the connection and the server answer (readiness).
+pub async fn ping(conn: &mut AsyncPgConnection) -> DbResult<()> {
+    diesel::sql_query("SELECT 1").execute(conn).await?;
+    Ok(())
+}
+
+/// Lifts the statement timeout `connect` set, for one long statement of this connection
+/// (a rebuild reading a whole partition).
+pub async fn without_statement_timeout(conn: &mut AsyncPgConnection) -> DbResult<()> {
+    diesel::sql_query("SET statement_timeout = 0")
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 pub fn pool(url: &str, size: usize, timeout: Duration) -> Result<PgPool, BuildError> {

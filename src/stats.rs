@@ -4,6 +4,7 @@
 pub mod burst;
 pub mod cache;
 pub mod conn;
+mod limiter;
 pub mod repairs;
 pub mod slots;
 pub mod store;

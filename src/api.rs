@@ -2,12 +2,14 @@
 
 pub mod body;
 pub mod connection;
-pub mod cursor;
 pub mod edges;
+pub mod extract;
 pub mod health;
+mod metrics;
 pub mod observe;
 pub mod openapi;
 mod posts;
+pub mod problem;
 mod ratings;
 mod users;
 
@@ -87,7 +89,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     )
     .service(
         web::resource("/metrics")
-            .route(web::get().to(health::metrics))
+            .route(web::get().to(metrics::metrics))
             .default_service(allow("GET")),
     )
     .default_service(web::to(not_found));

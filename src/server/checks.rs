@@ -1,5 +1,6 @@
-//! What `/readyz` says about the self-healing and the event pipeline. Both are "degraded"
-//! at worst, never "down": an instance whose stats are being rebuilt, or whose events wait,
+//! The named checks behind `/readyz`: one per dependency this instance talks to (down when it
+//! does not answer), and the self-healing and the event pipeline, which are "degraded" at
+//! worst, never "down": an instance whose stats are being rebuilt, or whose events wait,
 //! still serves every request correctly (PostgreSQL is the truth), so it stays in the load
 //! balancer while the status names what is wrong.
 
@@ -7,10 +8,49 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::PipelineHealth;
-use crate::events::kafka::ConsumerStats;
+use crate::db::{self, PgPool};
+use crate::events::kafka::{BrokerProbe, ConsumerStats};
+use crate::per_worker::PerWorker;
 use crate::readiness::{Check, Outcome, Status};
-use crate::stats::RepairQueue;
+use crate::repair::PipelineHealth;
+use crate::stats::{RepairQueue, StatsStore};
+
+/// How long one dependency check may take before it counts as down.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long a readiness snapshot is served before the next caller takes a new one.
+pub const READINESS_EVERY: Duration = Duration::from_secs(1);
+
+/// The dependency checks of `/readyz`: PostgreSQL (`SELECT 1` on a pooled connection), Redis
+/// (`PING`) and, when configured, the Kafka brokers (metadata, on one long-lived client).
+pub fn dependency_checks(
+    pool: &PerWorker<PgPool>,
+    store: &StatsStore,
+    kafka: Option<BrokerProbe>,
+) -> Vec<Check> {
+    let pool = pool.clone();
+    let store = store.clone();
+    let mut checks = vec![
+        Check::dependency("postgres", CHECK_TIMEOUT, move || {
+            let pool = pool.clone();
+            async move {
+                let mut conn = pool.local().get().await.map_err(|e| e.to_string())?;
+                db::ping(&mut conn).await.map_err(|e| e.to_string())
+            }
+        }),
+        Check::dependency("redis", CHECK_TIMEOUT, move || {
+            let store = store.clone();
+            async move { store.ping().await.map_err(|e| e.to_string()) }
+        }),
+    ];
+    if let Some(kafka) = kafka {
+        checks.push(Check::dependency("kafka", CHECK_TIMEOUT, move || {
+            let kafka = kafka.clone();
+            async move { kafka.check(CHECK_TIMEOUT).await.map_err(|e| e.to_string()) }
+        }));
+    }
+    checks
+}
 
 /// `stats`: degraded while partitions or posts wait for (or are under) a repair.
 pub fn stats_check(queue: Arc<RepairQueue>) -> Check {

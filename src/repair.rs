@@ -15,7 +15,6 @@
 //!   sees the epoch move.
 
 pub mod audit;
-pub mod ready;
 pub mod rebuild;
 pub mod watch;
 
