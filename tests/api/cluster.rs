@@ -4,12 +4,14 @@
 
 use std::collections::HashMap;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use post_rate::stats::StatsStore;
 
-use crate::common::{redis_cluster, redis_cluster_script, test_settings, TestApp, JWT_SECRET};
-use crate::losses::{self, Traffic};
+use crate::common::losses::{self, Traffic};
+use crate::common::{
+    redis_cluster, redis_cluster_script, test_settings, wait_until, TestApp, JWT_SECRET,
+};
 
 /// Stats must be back within this long after the traffic ends (DESIGN §8.3 says 30 s).
 const HEALED_WITHIN: Duration = Duration::from_secs(30);
@@ -99,16 +101,16 @@ async fn a_master_killed_during_traffic_fails_over_and_the_stats_end_exact() {
         .expect("kill");
     assert!(killed.success());
     // The replica is promoted once the others see the master fail (node timeout 2 s).
-    let deadline = Instant::now() + Duration::from_secs(30);
     let survivor = before[1].0;
-    loop {
-        let now = masters();
-        if cluster_ok(survivor) && now.len() == 3 && now.iter().all(|(p, _)| *p != victim) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no failover: {now:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_until(
+        "the replica promoted",
+        Duration::from_secs(30),
+        || async move {
+            let now = masters();
+            cluster_ok(survivor) && now.len() == 3 && now.iter().all(|(p, _)| *p != victim)
+        },
+    )
+    .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let seen = traffic.stop().await;
     assert!(seen.ok > 100, "ratings flowed: {seen:?}");

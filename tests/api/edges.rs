@@ -9,7 +9,7 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::common::{problem, test_settings, TestApp};
+use crate::common::{problem, test_settings, wait_until, TestApp};
 
 async fn metrics_text(app: &TestApp) -> String {
     app.request(Method::GET, "/metrics", None, None)
@@ -179,16 +179,13 @@ async fn the_auth_limit_keys_by_the_hop_the_proxy_appended() {
 async fn a_readyz_flood_shares_one_snapshot_a_second() {
     let app = TestApp::new().await;
     // A new store is rebuilt at start (degraded until done, longer on a loaded machine).
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let res = app.request(Method::GET, "/readyz", None, None).await;
+    let app_ref = &app;
+    wait_until("/readyz ready", Duration::from_secs(20), || async move {
+        let res = app_ref.request(Method::GET, "/readyz", None, None).await;
         let body: serde_json::Value = res.json().await.unwrap();
-        if body["status"] == "ready" {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "never ready: {body}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        body["status"] == "ready"
+    })
+    .await;
     let started = std::time::Instant::now();
     let bodies = futures::future::join_all((0..32).map(|_| async {
         let mut seen = Vec::new();

@@ -2,13 +2,13 @@
 
 mod burst;
 mod cluster;
+#[path = "../common/mod.rs"]
 mod common;
 mod edges;
 mod errors;
 mod heal;
 mod hostile;
 mod limits;
-mod losses;
 mod outage;
 mod pages;
 mod posts;

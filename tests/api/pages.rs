@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
-use crate::common::{test_settings, TestApp};
+use crate::common::TestApp;
 
 const LOADS: &str = "post_rate_page_loads_total";
 
@@ -31,9 +31,10 @@ fn ids(page: &Value) -> Vec<i64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn warm_pages_skip_postgres_and_cold_ones_load_once() {
-    let mut settings = test_settings();
-    settings.page_cache.first_ttl = Duration::from_secs(60);
-    let app = TestApp::with_settings(settings).await;
+    let app = TestApp::builder()
+        .with(|s| s.page_cache.first_ttl = Duration::from_secs(60))
+        .start()
+        .await;
     let author = app.register("author").await;
     for n in 0..12 {
         app.create_post(&author, &format!("post {n}")).await;
@@ -68,11 +69,14 @@ async fn warm_pages_skip_postgres_and_cold_ones_load_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_post_is_on_this_instances_first_page_at_once() {
-    let mut settings = test_settings();
-    settings.page_cache.first_ttl = Duration::from_secs(60);
-    // With the stats cache on, whole anonymous pages are kept too.
-    settings.stats_cache_ttl = Duration::from_secs(60);
-    let app = TestApp::with_settings(settings).await;
+    let app = TestApp::builder()
+        .with(|s| {
+            s.page_cache.first_ttl = Duration::from_secs(60);
+            // With the stats cache on, whole anonymous pages are kept too.
+            s.stats_cache_ttl = Duration::from_secs(60);
+        })
+        .start()
+        .await;
     let author = app.register("author").await;
     app.create_post(&author, "old").await;
     for n in 0..20 {

@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use post_rate::events::kafka;
 
-use crate::app::{redis_cluster, TestApp, JWT_SECRET};
-use crate::common::brokers;
-use crate::losses::{self, Traffic};
-use crate::pipeline::{free_port, kafka_settings, Process, EXACT_WITHIN};
+use crate::broker::brokers;
+use crate::common::losses::{self, Traffic};
+use crate::common::{redis_cluster, TestApp, JWT_SECRET};
+use crate::service::{free_port, kafka_settings, Process, EXACT_WITHIN};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_on_a_cluster_one_killed_and_restarted_end_exact_on_every_node() {

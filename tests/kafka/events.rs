@@ -14,9 +14,9 @@ use rdkafka::ClientConfig;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::app::TestApp;
-use crate::common::brokers;
-use crate::pipeline::{kafka_settings, EXACT_WITHIN};
+use crate::broker::brokers;
+use crate::common::TestApp;
+use crate::service::{kafka_settings, EXACT_WITHIN};
 
 /// Reads `count` messages of `topic` with tests/kafka/read_topic.py (confluent-kafka), which
 /// fails on any message that breaks the documented contract; returns them in topic order per

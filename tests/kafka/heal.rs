@@ -3,23 +3,22 @@
 //! stats hashes; every post must end equal to PostgreSQL's truth within 30 s of the
 //! traffic's end, with no 5xx. And a relay leader that cannot deliver steps down.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use post_rate::events::kafka;
 
-use crate::app::{TestApp, JWT_SECRET};
-use crate::common::brokers;
-use crate::losses::{self, Traffic};
-use crate::pipeline::{kafka_settings, EXACT_WITHIN};
+use crate::broker::brokers;
+use crate::common::losses::{self, Traffic};
+use crate::common::{TestApp, JWT_SECRET};
+use crate::service::{kafka_settings, EXACT_WITHIN};
 
 const HEALED_WITHIN: Duration = Duration::from_secs(30);
 
 async fn wait_joined(app: &TestApp) {
-    let deadline = Instant::now() + EXACT_WITHIN;
-    while app.metric("post_rate_consumer_rebalances_total").await == 0.0 {
-        assert!(Instant::now() < deadline, "the consumer did not join");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    app.wait_metric("post_rate_consumer_rebalances_total", EXACT_WITHIN, |n| {
+        n > 0.0
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -77,11 +76,12 @@ async fn a_relay_leader_that_cannot_deliver_steps_down_for_one_that_can() {
     let rater = a.register("rater").await;
     let post = a.create_post(&author, "post").await;
     assert_eq!(a.rate(&rater, post, 4).await.status(), 200);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while a.metric("post_rate_relay_errors_total").await == 0.0 {
-        assert!(Instant::now() < deadline, "the cut-off relay never tried");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    a.wait_metric(
+        "post_rate_relay_errors_total",
+        Duration::from_secs(60),
+        |n| n > 0.0,
+    )
+    .await;
     // A second instance with a working broker takes the lead and delivers.
     let mut b = TestApp::with_settings(settings.clone()).await;
     b.wait_exact(&[post], EXACT_WITHIN).await;

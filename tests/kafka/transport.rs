@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::common::*;
+use crate::broker::*;
 use post_rate::events::kafka::{self, Publisher, PublisherConfig};
 use post_rate::model::RatingEvent;
 use rdkafka::producer::{FutureProducer, FutureRecord};

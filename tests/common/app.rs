@@ -1,67 +1,18 @@
-//! Test harness: each `TestApp` is the real service, started in-process on a free port
-//! against its own PostgreSQL database and its own Redis key prefix, so tests run in
-//! parallel and leave nothing behind (both are dropped when the app is).
-#![allow(dead_code)]
+//! [`TestApp`]: the real service in-process, its settings, and the requests tests send it.
 
 use std::time::{Duration, Instant};
 
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncConnection, AsyncPgConnection};
 use post_rate::config::Settings;
 use post_rate::server::{self, Running};
 use reqwest::{Client, Method, Response, StatusCode};
 use serde_json::{json, Value};
 
+use super::cluster::cluster_seeds;
+use super::database::{self, unique, url_of};
+use super::wait::wait_until;
+
 pub const JWT_SECRET: &str = "integration-test-secret-of-32-bytes!";
-
-fn admin_url() -> String {
-    std::env::var("TEST_DATABASE_ADMIN_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
-fn unique(prefix: &str) -> String {
-    let n: u64 = rand::random();
-    format!("{prefix}{}_{:x}", std::process::id(), n)
-}
-
-/// The local Redis Cluster of scripts/redis-cluster (3 masters with a replica each),
-/// started unless it runs; returns its seed nodes for `REDIS_URL`.
-pub fn redis_cluster() -> String {
-    static SEEDS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    SEEDS
-        .get_or_init(|| {
-            redis_cluster_script(&["start"]);
-            let out = std::process::Command::new(cluster_script_path())
-                .arg("nodes")
-                .output()
-                .expect("run scripts/redis-cluster nodes");
-            String::from_utf8(out.stdout)
-                .expect("seeds")
-                .trim()
-                .to_owned()
-        })
-        .clone()
-}
-
-fn cluster_script_path() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/redis-cluster")
-}
-
-/// Runs scripts/redis-cluster with `args` (one replica per master); panics when it fails.
-pub fn redis_cluster_script(args: &[&str]) {
-    let status = std::process::Command::new(cluster_script_path())
-        .args(args)
-        .env("REPLICAS", "1")
-        .status()
-        .expect("run scripts/redis-cluster");
-    assert!(status.success(), "scripts/redis-cluster {args:?} failed");
-}
-
-/// `TEST_REDIS_CLUSTER`: the seed nodes of a Redis Cluster every test app uses.
-pub fn cluster_seeds() -> Option<String> {
-    std::env::var("TEST_REDIS_CLUSTER")
-        .ok()
-        .filter(|s| !s.is_empty())
-}
 
 /// Settings for a test app: its own database and key prefix, no stats cache.
 pub fn test_settings() -> Settings {
@@ -71,9 +22,7 @@ pub fn test_settings() -> Settings {
         .parse_env(env_logger::Env::default().default_filter_or("warn"))
         .try_init();
     let mut s = Settings::from_env().expect("settings");
-    let base = admin_url();
-    let db = unique("post_rate_test_");
-    s.database_url = format!("{}/{db}", base.rsplit_once('/').expect("admin url").0);
+    s.database_url = url_of(&unique("post_rate_test_"));
     s.redis_key_prefix = format!("{}:", unique("post-rate-test-"));
     // scripts/test runs the stats, pipeline, damping and repair tests a second time against
     // the Redis Cluster of scripts/redis-cluster: TEST_REDIS_CLUSTER holds its seed nodes.
@@ -108,12 +57,43 @@ pub struct User {
     pub token: String,
 }
 
-impl TestApp {
-    pub async fn new() -> Self {
-        Self::with_settings(test_settings()).await
+/// A [`TestApp`] to be: [`test_settings`] and what the test changes in them.
+pub struct AppBuilder {
+    settings: Settings,
+}
+
+impl AppBuilder {
+    /// Changes the settings.
+    pub fn with(mut self, change: impl FnOnce(&mut Settings)) -> Self {
+        change(&mut self.settings);
+        self
     }
 
+    /// Repairs and audits on a test's time scale ([`super::losses::quick_healing`]).
+    pub fn quick_healing(self) -> Self {
+        self.with(super::losses::quick_healing)
+    }
+
+    pub async fn start(self) -> TestApp {
+        TestApp::with_settings(self.settings).await
+    }
+}
+
+impl TestApp {
+    pub async fn new() -> Self {
+        Self::builder().start().await
+    }
+
+    pub fn builder() -> AppBuilder {
+        AppBuilder {
+            settings: test_settings(),
+        }
+    }
+
+    /// Starts the service with `settings`, its database copied from the migrated template
+    /// unless it exists (an app restarted on the same database).
     pub async fn with_settings(settings: Settings) -> Self {
+        database::create_from_template(&settings.database_url).await;
         let running = server::start(settings.clone())
             .await
             .expect("start service");
@@ -126,7 +106,7 @@ impl TestApp {
     }
 
     /// The running service's state (its pools, caches and counters).
-    pub fn state(&self) -> &post_rate::server::AppState {
+    pub fn state(&self) -> &post_rate::app::AppState {
         &self.running.as_ref().expect("running").state
     }
 
@@ -226,110 +206,16 @@ impl TestApp {
 
     /// Waits until the outbox is empty: in embedded mode every event is then applied.
     pub async fn wait_idle(&self) {
-        let mut conn = self.db().await;
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let n = post_rate::db::outbox::pending(&mut conn)
+        let conn = tokio::sync::Mutex::new(self.db().await);
+        let conn = &conn;
+        wait_until("an empty outbox", Duration::from_secs(20), || async move {
+            let mut conn = conn.lock().await;
+            post_rate::db::outbox::pending(&mut conn)
                 .await
-                .expect("pending");
-            if n == 0 {
-                return;
-            }
-            assert!(Instant::now() < deadline, "outbox still holds {n} events");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
-    /// What `ratings` implies for a post, in the API's terms:
-    /// (count, histogram, raw average, weighted average).
-    pub async fn expected(&self, post: i64) -> (i64, [i64; 6], Option<f64>, Option<f64>) {
-        #[derive(diesel::QueryableByName)]
-        struct Row {
-            #[diesel(sql_type = diesel::sql_types::SmallInt)]
-            score: i16,
-            #[diesel(sql_type = diesel::sql_types::Integer)]
-            weight: i32,
-        }
-        let mut conn = self.db().await;
-        let rows: Vec<Row> =
-            diesel::sql_query("SELECT score, weight FROM ratings WHERE post_id = $1")
-                .bind::<diesel::sql_types::BigInt, _>(post)
-                .load(&mut conn)
-                .await
-                .expect("ratings");
-        let mut hist = [0i64; 6];
-        let (mut sum, mut wsum, mut w) = (0i64, 0i64, 0i64);
-        for r in &rows {
-            hist[r.score as usize] += 1;
-            sum += i64::from(r.score);
-            wsum += i64::from(r.score) * i64::from(r.weight);
-            w += i64::from(r.weight);
-        }
-        let n = rows.len() as i64;
-        let raw = (n > 0).then(|| sum as f64 / n as f64);
-        let damped = if w > 0 {
-            Some(wsum as f64 / w as f64)
-        } else {
-            raw
-        };
-        (n, hist, raw, damped)
-    }
-
-    /// Asserts that the API shows exactly what `ratings` implies for `post`.
-    pub async fn assert_exact(&self, post: i64) {
-        let (count, hist, raw, damped) = self.expected(post).await;
-        let got = self.get_post(post, None).await;
-        assert_eq!(
-            got["rating_count"],
-            json!(count),
-            "count of post {post}: {got}"
-        );
-        assert_eq!(
-            got["rating_histogram"],
-            json!(hist),
-            "histogram of post {post}"
-        );
-        assert!(
-            same_average(&got["raw_average_rating"], raw),
-            "raw average of post {post}: {} vs {raw:?}",
-            got["raw_average_rating"]
-        );
-        assert!(
-            same_average(&got["average_rating"], damped),
-            "average of post {post}: {} vs {damped:?}",
-            got["average_rating"]
-        );
-    }
-
-    /// Whether the API shows exactly what `ratings` implies for every post.
-    pub async fn is_exact(&self, posts: &[i64]) -> bool {
-        for &post in posts {
-            let (count, hist, raw, damped) = self.expected(post).await;
-            let got = self.get_post(post, None).await;
-            if got["rating_count"] != json!(count)
-                || got["rating_histogram"] != json!(hist)
-                || !same_average(&got["raw_average_rating"], raw)
-                || !same_average(&got["average_rating"], damped)
-            {
-                return false;
-            }
-        }
-        true
-    }
-
-    /// Waits (up to `within`) until the stats of `posts` are exact, then asserts it: the
-    /// path through a broker has a lag, but it must end exact.
-    pub async fn wait_exact(&self, posts: &[i64], within: Duration) {
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            if self.is_exact(posts).await {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        for &post in posts {
-            self.assert_exact(post).await;
-        }
+                .expect("pending")
+                == 0
+        })
+        .await;
     }
 
     /// The value of an unlabelled metric at `/metrics` (0 when absent).
@@ -346,6 +232,17 @@ impl TestApp {
         text.lines()
             .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
             .unwrap_or(0.0)
+    }
+
+    /// Waits (up to `within`) until the unlabelled metric `name` satisfies `want`.
+    pub async fn wait_metric(&self, name: &str, within: Duration, want: impl Fn(f64) -> bool) {
+        let want = &want;
+        wait_until(
+            name,
+            within,
+            || async move { want(self.metric(name).await) },
+        )
+        .await;
     }
 
     pub async fn stop(&mut self) {
@@ -384,28 +281,10 @@ impl Drop for TestApp {
                 {
                     let _ = store.delete_all().await;
                 }
-                if let Ok(mut conn) = AsyncPgConnection::establish(&admin_url()).await {
-                    let name = settings.database_url.rsplit('/').next().unwrap_or_default();
-                    let _ = diesel::sql_query(format!(
-                        "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
-                    ))
-                    .execute(&mut conn)
-                    .await;
-                }
+                database::drop_database(&settings.database_url).await;
             });
         });
         let _ = cleanup.join();
-    }
-}
-
-/// An average as the API sent it equals the one computed here. JSON text carries the exact
-/// shortest representation, but serde_json's default float parser may land one unit in the
-/// last place away, so allow that much.
-pub fn same_average(got: &Value, want: Option<f64>) -> bool {
-    match (got.as_f64(), want) {
-        (Some(g), Some(w)) => (g - w).abs() <= 1e-12 * w.abs().max(1.0),
-        (None, None) => got.is_null(),
-        _ => false,
     }
 }
 
