@@ -127,8 +127,8 @@ cluster_consumer() {
 bench_cluster() {
     log "Redis Cluster: rating writes and consumer events/s, 1 Redis vs 3 masters"
     CLUSTER_NOTE= CLUSTER_JSON='{"status": "skipped"}'
-    if [ "${BENCH_SKIP_CLUSTER:-}" = 1 ]; then
-        CLUSTER_NOTE="skipped (BENCH_SKIP_CLUSTER=1)"
+    if [ "${BENCH_SKIP_CLUSTER:-}" = 1 ] || [ "$BENCH_ONLY" = consumer ]; then
+        CLUSTER_NOTE="skipped (BENCH_SKIP_CLUSTER=1 or BENCH_ONLY=consumer)"
         return
     fi
     use_cluster
