@@ -23,6 +23,8 @@ use diesel_async::{
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 use futures::{FutureExt, TryFutureExt};
 
+use crate::error::ApiError;
+
 pub type PgPool = Pool<AsyncPgConnection>;
 pub type PooledConn = Object<AsyncPgConnection>;
 
@@ -106,6 +108,19 @@ impl DbError {
 }
 
 pub type DbResult<T> = Result<T, DbError>;
+
+/// What a request answers when the database fails it: 503 when it is unreachable or too
+/// slow, 500 for anything else.
+impl From<DbError> for ApiError {
+    fn from(e: DbError) -> Self {
+        if e.is_unavailable() {
+            log::warn!("database unavailable: {e}");
+            ApiError::Unavailable("database")
+        } else {
+            ApiError::Internal(e.to_string())
+        }
+    }
+}
 
 #[derive(diesel::QueryableByName)]
 pub(crate) struct Count {

@@ -175,21 +175,3 @@ impl ResponseError for ApiError {
         builder.json(problem)
     }
 }
-
-impl From<crate::db::DbError> for ApiError {
-    fn from(e: crate::db::DbError) -> Self {
-        if e.is_unavailable() {
-            log::warn!("database unavailable: {e}");
-            ApiError::Unavailable("database")
-        } else {
-            ApiError::Internal(e.to_string())
-        }
-    }
-}
-
-impl From<crate::stats::StatsError> for ApiError {
-    fn from(e: crate::stats::StatsError) -> Self {
-        log::warn!("redis unavailable: {e}");
-        ApiError::Unavailable("redis")
-    }
-}

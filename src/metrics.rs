@@ -98,7 +98,7 @@ impl HealMetrics {
             r.register(c).unwrap_or_else(|e| unreachable!("{e}"));
         }
         // Every cause is shown from the start, at 0.
-        for cause in crate::stats::Cause::ALL {
+        for cause in crate::model::Cause::ALL {
             repairs.with_label_values(&[cause.as_str()]);
         }
         HealMetrics {
@@ -286,7 +286,7 @@ impl Metrics {
     /// Records what applying `events` did, `now_ms` being the wall clock after the apply.
     pub fn applied(
         &self,
-        report: &crate::stats::ApplyReport,
+        report: &crate::model::ApplyReport,
         events: &[crate::model::RatingEvent],
     ) {
         self.events_applied.inc_by(report.applied);

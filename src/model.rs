@@ -1,5 +1,6 @@
-//! Plain data shared by the layers: what a rating change does to a post's stats, and a rating
-//! event as the relay stamps it and the stats store applies it.
+//! Plain data shared by the layers: what a rating change does to a post's stats, a rating
+//! event as the relay stamps it and the stats store applies it, what an apply did with its
+//! events, and why a post or partition is repaired.
 
 /// How one rating change moves a post's stats. Every field is an exact integer: scores are
 /// 0..=5 and weights are thousandths, so sums never need floating point.
@@ -122,6 +123,86 @@ impl Change {
             d.weighted_sum += sign * score * weight;
         }
         d
+    }
+}
+
+/// What one apply did with its events.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ApplyReport {
+    pub applied: u64,
+    /// At or below the fence, or at or below their post's version: counted before.
+    pub duplicates: u64,
+    /// Beyond the fence with a hole before them: their partition is repaired.
+    pub gaps: u64,
+    /// Their post's hash did not follow on from them: the post is repaired.
+    pub unfollowed: u64,
+}
+
+impl std::ops::Add for ApplyReport {
+    type Output = ApplyReport;
+
+    fn add(self, other: ApplyReport) -> ApplyReport {
+        ApplyReport {
+            applied: self.applied + other.applied,
+            duplicates: self.duplicates + other.duplicates,
+            gaps: self.gaps + other.gaps,
+            unfollowed: self.unfollowed + other.unfollowed,
+        }
+    }
+}
+
+/// Why a partition or a post is repaired; the `cause` label of `post_rate_stats_repairs_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Cause {
+    /// Fences are gone while the relay has stamped events: Redis (or a cluster node)
+    /// restarted empty or was flushed.
+    StoreLost,
+    /// Events arrived beyond the partition's fence, or for a partition without a fence:
+    /// earlier events are missing and nothing will deliver them again (a rollback).
+    Gap,
+    /// The fence stayed behind the relay's last sequence for longer than the grace: lost
+    /// events on a partition with no new traffic, or a consumer that stopped applying.
+    FenceBehind,
+    /// The fence is beyond anything the relay stamped: Redis holds another history.
+    FenceAhead,
+    /// A post's events do not follow on from the version its hash has reached (deleted,
+    /// evicted or rolled back hash).
+    PostVersion,
+    /// Events written before post versions existed: counted by a repair of their post.
+    Legacy,
+    /// A reader found an impossible stat (negative, or a histogram that does not sum).
+    Impossible,
+    /// The audit found stats that differ from `ratings` with no event in flight.
+    AuditDrift,
+    /// The audit saw a post's hash behind its version and still behind a grace later.
+    AuditLost,
+}
+
+impl Cause {
+    pub const ALL: [Cause; 9] = [
+        Cause::StoreLost,
+        Cause::Gap,
+        Cause::FenceBehind,
+        Cause::FenceAhead,
+        Cause::PostVersion,
+        Cause::Legacy,
+        Cause::Impossible,
+        Cause::AuditDrift,
+        Cause::AuditLost,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cause::StoreLost => "store_lost",
+            Cause::Gap => "gap",
+            Cause::FenceBehind => "fence_behind",
+            Cause::FenceAhead => "fence_ahead",
+            Cause::PostVersion => "post_version",
+            Cause::Legacy => "legacy_event",
+            Cause::Impossible => "impossible",
+            Cause::AuditDrift => "audit_drift",
+            Cause::AuditLost => "audit_lost",
+        }
     }
 }
 

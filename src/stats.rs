@@ -9,10 +9,13 @@ pub mod repairs;
 pub mod slots;
 pub mod store;
 
+use crate::error::ApiError;
+
+pub use crate::model::ApplyReport;
 pub use cache::StatsCache;
 pub use conn::{RedisAddr, RedisConn};
 pub use repairs::{Cause, RepairQueue};
-pub use store::{ApplyReport, RedisTarget, StatsStore, StoredStats};
+pub use store::{RedisTarget, StatsStore, StoredStats};
 
 /// A post's totals: the sum of every delta applied to it (same ten integers).
 pub type PostStats = crate::model::StatsDelta;
@@ -44,6 +47,14 @@ pub enum StatsError {
     Shared(String),
     #[error("redis pool configuration: {0}")]
     Config(String),
+}
+
+/// What a request that needs Redis answers when it fails: 503.
+impl From<StatsError> for ApiError {
+    fn from(e: StatsError) -> Self {
+        log::warn!("redis unavailable: {e}");
+        ApiError::Unavailable("redis")
+    }
 }
 
 /// What a post's stats look like to a reader.

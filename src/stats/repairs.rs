@@ -8,60 +8,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-/// Why a partition or a post is repaired; the `cause` label of `post_rate_stats_repairs_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Cause {
-    /// Fences are gone while the relay has stamped events: Redis (or a cluster node)
-    /// restarted empty or was flushed.
-    StoreLost,
-    /// Events arrived beyond the partition's fence, or for a partition without a fence:
-    /// earlier events are missing and nothing will deliver them again (a rollback).
-    Gap,
-    /// The fence stayed behind the relay's last sequence for longer than the grace: lost
-    /// events on a partition with no new traffic, or a consumer that stopped applying.
-    FenceBehind,
-    /// The fence is beyond anything the relay stamped: Redis holds another history.
-    FenceAhead,
-    /// A post's events do not follow on from the version its hash has reached (deleted,
-    /// evicted or rolled back hash).
-    PostVersion,
-    /// Events written before post versions existed: counted by a repair of their post.
-    Legacy,
-    /// A reader found an impossible stat (negative, or a histogram that does not sum).
-    Impossible,
-    /// The audit found stats that differ from `ratings` with no event in flight.
-    AuditDrift,
-    /// The audit saw a post's hash behind its version and still behind a grace later.
-    AuditLost,
-}
-
-impl Cause {
-    pub const ALL: [Cause; 9] = [
-        Cause::StoreLost,
-        Cause::Gap,
-        Cause::FenceBehind,
-        Cause::FenceAhead,
-        Cause::PostVersion,
-        Cause::Legacy,
-        Cause::Impossible,
-        Cause::AuditDrift,
-        Cause::AuditLost,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Cause::StoreLost => "store_lost",
-            Cause::Gap => "gap",
-            Cause::FenceBehind => "fence_behind",
-            Cause::FenceAhead => "fence_ahead",
-            Cause::PostVersion => "post_version",
-            Cause::Legacy => "legacy_event",
-            Cause::Impossible => "impossible",
-            Cause::AuditDrift => "audit_drift",
-            Cause::AuditLost => "audit_lost",
-        }
-    }
-}
+pub use crate::model::Cause;
 
 /// A partition or a post to rebuild. `until`: the repair is still needed only while the
 /// partition's fence, or the post's version, is below it (a later repair or a redelivery may

@@ -24,8 +24,6 @@ mod apply;
 mod read;
 mod repair;
 
-pub use apply::ApplyReport;
-
 const FIELDS: [&str; 10] = ["c", "s", "h0", "h1", "h2", "h3", "h4", "h5", "w", "ws"];
 /// The stats fields and the version a hash has reached, as repairs read and write them.
 const FIELDS_AND_VERSION: [&str; 11] =

@@ -6,34 +6,10 @@ use std::collections::HashMap;
 use futures::future::try_join_all;
 
 use super::{unexpected_reply, StatsStore};
+use crate::model::ApplyReport;
 use crate::model::RatingEvent;
 use crate::stats::repairs::Cause;
 use crate::stats::{PostStats, StatsError};
-
-/// What one apply did with its events.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct ApplyReport {
-    pub applied: u64,
-    /// At or below the fence, or at or below their post's version: counted before.
-    pub duplicates: u64,
-    /// Beyond the fence with a hole before them: their partition is repaired.
-    pub gaps: u64,
-    /// Their post's hash did not follow on from them: the post is repaired.
-    pub unfollowed: u64,
-}
-
-impl std::ops::Add for ApplyReport {
-    type Output = ApplyReport;
-
-    fn add(self, other: ApplyReport) -> ApplyReport {
-        ApplyReport {
-            applied: self.applied + other.applied,
-            duplicates: self.duplicates + other.duplicates,
-            gaps: self.gaps + other.gaps,
-            unfollowed: self.unfollowed + other.unfollowed,
-        }
-    }
-}
 
 /// A run of consecutive sequence numbers of one partition, deltas summed per post.
 struct Segment<'a> {
