@@ -33,6 +33,7 @@ use crate::repair::audit::Auditor;
 use crate::repair::{PipelineHealth, Repairer};
 use crate::service::cursor::CursorCodec;
 use crate::service::pages::PageCache;
+use crate::service::Context;
 use crate::stats::burst::BurstDetector;
 use crate::stats::{RedisTarget, StatsCache, StatsStore};
 
@@ -267,7 +268,7 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
             Box::new(move || Box::pin(auditor.clone().run(stop.clone()))),
         ));
     }
-    let state = web::Data::new(AppState {
+    let service = Context {
         stats,
         burst: BurstDetector::new(settings.burst),
         tokens: TokenKeys::new(&settings.jwt_secret, settings.token_ttl_secs),
@@ -282,12 +283,15 @@ pub async fn start(settings: Settings) -> Result<Running, StartError> {
             settings.stats_cache_ttl,
             metrics.page_loads.clone(),
         ),
-        limits,
-        outbox_gauge: Throttle::new(std::time::Duration::from_secs(1)),
         pool,
         metrics,
-        readiness,
         passwords,
+    };
+    let state = web::Data::new(AppState {
+        service,
+        limits,
+        outbox_gauge: Throttle::new(std::time::Duration::from_secs(1)),
+        readiness,
         consumer_stats,
         pipeline,
         settings,

@@ -27,7 +27,7 @@ fn authenticate(req: &HttpRequest) -> Result<AuthUser, ApiError> {
     let bearer = BearerAuth::extract(req)
         .into_inner()
         .map_err(|_| ApiError::Unauthorized("a bearer token is required"))?;
-    state.tokens.verify(bearer.token())
+    state.service.tokens.verify(bearer.token())
 }
 
 /// The signed-in caller; extracting it answers 401 when the token is missing or bad.

@@ -17,13 +17,13 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     // every few milliseconds (as `loadgen watch-metric` does) would otherwise keep
     // PostgreSQL busy. -1 when the database cannot say: a scrape should not fail for it.
     if state.outbox_gauge.due(Instant::now()) {
-        let pending = match state.pool.local().get().await {
+        let pending = match state.service.pool.local().get().await {
             Ok(mut conn) => db::outbox::pending(&mut conn).await.unwrap_or(-1),
             Err(_) => -1,
         };
-        state.metrics.outbox_pending.set(pending);
+        state.service.metrics.outbox_pending.set(pending);
     }
-    let mut text = state.metrics.render();
+    let mut text = state.service.metrics.render();
     // The consumer keeps its own counters (atomics shared with the Kafka loop).
     let get = |v: &AtomicU64| v.load(Ordering::Relaxed);
     let consumer = state.consumer_stats.as_deref();

@@ -70,7 +70,7 @@ pub async fn observe(
     }
     let elapsed = started.elapsed();
     if let Some(state) = state {
-        let m = &state.metrics;
+        let m = &state.service.metrics;
         m.http_requests
             .with_label_values(&[method, route.as_str(), status.as_str()])
             .inc();

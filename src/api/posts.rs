@@ -69,7 +69,7 @@ pub async fn create(
     body: Fields<NewPost>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.check()?;
-    let post = posts::create(&state, &user, body.title, body.content).await?;
+    let post = posts::create(&state.service, &user, body.title, body.content).await?;
     Ok(HttpResponse::Created().json(post))
 }
 
@@ -92,7 +92,7 @@ pub async fn get(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = super::post_id(&id)?;
-    let body = posts::get(&state, viewer.0.as_ref(), id).await?;
+    let body = posts::get(&state.service, viewer.0.as_ref(), id).await?;
     Ok(json(body))
 }
 
@@ -119,7 +119,7 @@ pub async fn list(
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let (limit, after) = page_query(&state, req.query_string())?;
-    let body = posts::list(&state, viewer.0.as_ref(), after, limit).await?;
+    let body = posts::list(&state.service, viewer.0.as_ref(), after, limit).await?;
     Ok(json(body))
 }
 
@@ -165,7 +165,7 @@ fn page_query(state: &AppState, query: &str) -> Result<(usize, Option<PageKey>),
     let after = match cursor {
         None => None,
         Some(c) if c.is_empty() => None,
-        Some(c) => Some(state.cursors.decode(&c)?),
+        Some(c) => Some(state.service.cursors.decode(&c)?),
     };
     Ok((limit, after))
 }

@@ -58,7 +58,7 @@ pub async fn put(
 ) -> Result<HttpResponse, ApiError> {
     let post_id = super::post_id(&id)?;
     let body = body.check()?;
-    let rated = ratings::rate(&state, &user, post_id, body.score).await?;
+    let rated = ratings::rate(&state.service, &user, post_id, body.score).await?;
     Ok(HttpResponse::Ok().json(RatingSaved {
         post_id: rated.post_id,
         score: rated.score,
@@ -86,6 +86,6 @@ pub async fn delete(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let post_id = super::post_id(&id)?;
-    ratings::withdraw(&state, &user, post_id).await?;
+    ratings::withdraw(&state.service, &user, post_id).await?;
     Ok(HttpResponse::NoContent().finish())
 }

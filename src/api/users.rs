@@ -77,7 +77,7 @@ pub async fn register(
     body: Fields<Credentials>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.check()?;
-    let user = users::register(&state, body.username, body.password).await?;
+    let user = users::register(&state.service, body.username, body.password).await?;
     Ok(HttpResponse::Created().json(UserCreated {
         id: user.id,
         username: user.username,
@@ -102,7 +102,7 @@ pub async fn token(
     body: Fields<Login>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.check()?;
-    let token = users::token(&state, &body.username, body.password).await?;
+    let token = users::token(&state.service, &body.username, body.password).await?;
     Ok(HttpResponse::Ok().json(TokenIssued {
         access_token: token.access_token,
         expires_in: token.expires_in,

@@ -28,7 +28,7 @@ use moka::future::Cache;
 use prometheus::IntCounter;
 
 use super::render::StoredPost;
-use crate::app::AppState;
+use super::Context;
 use crate::db::{self, posts::PageKey, posts::PAGE_ROWS};
 use crate::error::ApiError;
 
@@ -103,7 +103,7 @@ impl PageCache {
 }
 
 /// The posts after `after` (the first page when `None`), newest first, up to [`PAGE_ROWS`].
-pub async fn rows(state: &AppState, after: Option<PageKey>) -> Result<Arc<Rows>, ApiError> {
+pub async fn rows(state: &Context, after: Option<PageKey>) -> Result<Arc<Rows>, ApiError> {
     let pages = &state.pages;
     let load = |generation| load_rows(state, after, generation);
     let of = |rows: &Arc<Rows>| rows.generation;
@@ -117,7 +117,7 @@ pub async fn rows(state: &AppState, after: Option<PageKey>) -> Result<Arc<Rows>,
 /// The body of the anonymous page of `limit` posts after `after`, from memory, or built by
 /// `build` (once for concurrent misses).
 pub async fn anonymous<F>(
-    state: &AppState,
+    state: &Context,
     after: Option<PageKey>,
     limit: usize,
     build: impl Fn() -> F,
@@ -183,7 +183,7 @@ impl PageCache {
 }
 
 /// One post, or `None` when there is no such post (not cached: it may be created any time).
-pub async fn post(state: &AppState, id: i64) -> Result<Option<Arc<StoredPost>>, ApiError> {
+pub async fn post(state: &Context, id: i64) -> Result<Option<Arc<StoredPost>>, ApiError> {
     let load = async {
         let mut conn = state.db().await?;
         state.pages.loads.inc();
@@ -205,7 +205,7 @@ pub async fn post(state: &AppState, id: i64) -> Result<Option<Arc<StoredPost>>, 
 
 /// `generation`: read before the statement (a post created after it makes the rows stale).
 async fn load_rows(
-    state: &AppState,
+    state: &Context,
     after: Option<PageKey>,
     generation: u64,
 ) -> Result<Arc<Rows>, ApiError> {

@@ -6,8 +6,8 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use super::Context;
 use super::{pages, render, scores};
-use crate::app::AppState;
 use crate::auth::AuthUser;
 use crate::db::{self, posts::PageKey, posts::PostRow};
 use crate::error::ApiError;
@@ -57,7 +57,7 @@ impl Post {
 }
 
 pub async fn create(
-    state: &AppState,
+    state: &Context,
     author: &AuthUser,
     title: String,
     content: String,
@@ -85,11 +85,7 @@ pub async fn create(
 }
 
 /// The JSON body of a post, with `viewer`'s own score.
-pub async fn get(
-    state: &AppState,
-    viewer: Option<&AuthUser>,
-    id: i64,
-) -> Result<Vec<u8>, ApiError> {
+pub async fn get(state: &Context, viewer: Option<&AuthUser>, id: i64) -> Result<Vec<u8>, ApiError> {
     let ids = [id];
     let (post, mine) = tokio::join!(pages::post(state, id), own_scores(state, viewer, &ids));
     // A signed-in caller who no longer exists is told so before anything about the post.
@@ -108,7 +104,7 @@ pub async fn get(
 /// the scores from PostgreSQL (one statement, the two reads at once). An anonymous page is
 /// kept whole for a moment (see [`pages`]).
 pub async fn list(
-    state: &AppState,
+    state: &Context,
     viewer: Option<&AuthUser>,
     after: Option<PageKey>,
     limit: usize,
@@ -127,7 +123,7 @@ pub async fn list(
 }
 
 async fn build_page(
-    state: &AppState,
+    state: &Context,
     viewer: Option<&AuthUser>,
     after: Option<PageKey>,
     limit: usize,
@@ -161,7 +157,7 @@ async fn build_page(
 /// `viewer`'s scores of `ids` (none for an anonymous reader); 401 when the viewer's user row
 /// no longer exists.
 async fn own_scores(
-    state: &AppState,
+    state: &Context,
     viewer: Option<&AuthUser>,
     ids: &[i64],
 ) -> Result<HashMap<i64, i16>, ApiError> {
@@ -174,7 +170,7 @@ async fn own_scores(
 /// The stats of `ids` (cache, then one Redis round trip for the misses), or `None` when
 /// Redis cannot be reached: the posts are still served, without stats. A post whose stored
 /// stats are impossible is left out, so it too is served without stats until repaired.
-async fn stats_of(state: &AppState, ids: &[i64]) -> Option<HashMap<i64, PostStats>> {
+async fn stats_of(state: &Context, ids: &[i64]) -> Option<HashMap<i64, PostStats>> {
     match state.stats.get_many(ids).await {
         Ok(stats) => Some(
             stats

@@ -4,7 +4,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use chrono::{DateTime, Utc};
 
-use crate::app::AppState;
+use super::Context;
 use crate::auth::AuthUser;
 use crate::db;
 use crate::db::ratings::{Noop, StoredRating, Withdrawn};
@@ -33,7 +33,7 @@ impl From<StoredRating> for Rated {
 /// not even in the post's burst baseline; a write that turns out to be a no-op (an unchanged
 /// score) takes its arrival back with a second round trip (`stats::burst`).
 pub async fn rate(
-    state: &AppState,
+    state: &Context,
     user: &AuthUser,
     post_id: i64,
     score: i16,
@@ -89,7 +89,7 @@ fn refusal(noop: Noop) -> Result<Rated, ApiError> {
 
 /// A post's author. Posts are never deleted nor change author, so a cached answer is always
 /// right and the hot path costs no query once a post has been rated here.
-async fn author_of(state: &AppState, post_id: i64) -> Result<Option<i64>, ApiError> {
+async fn author_of(state: &Context, post_id: i64) -> Result<Option<i64>, ApiError> {
     if let Some(author) = state.authors.get(&post_id).await {
         return Ok(Some(author));
     }
@@ -103,7 +103,7 @@ async fn author_of(state: &AppState, post_id: i64) -> Result<Option<i64>, ApiErr
 
 /// Records the caller's call in the post's burst detector and returns its weight; `None`
 /// (full weight, logged and counted) when Redis cannot say.
-async fn burst_arrival(state: &AppState, post_id: i64, user_id: i64) -> Option<Arrival> {
+async fn burst_arrival(state: &Context, post_id: i64, user_id: i64) -> Option<Arrival> {
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
@@ -127,7 +127,7 @@ async fn burst_arrival(state: &AppState, post_id: i64, user_id: i64) -> Option<A
 
 /// Takes back a recorded call whose write was a no-op, so an unchanged score counts nothing.
 /// A failure only leaves one arrival too many in one bucket: logged and counted.
-async fn undo_arrival(state: &AppState, post_id: i64, user_id: i64, arrival: Option<Arrival>) {
+async fn undo_arrival(state: &Context, post_id: i64, user_id: i64, arrival: Option<Arrival>) {
     let Some(arrival) = arrival else { return };
     let result = state
         .stats
@@ -142,7 +142,7 @@ async fn undo_arrival(state: &AppState, post_id: i64, user_id: i64, arrival: Opt
 
 /// Withdraws the caller's rating. Withdrawing a rating that does not exist is not an error
 /// (the request is idempotent); an unknown post is. One statement says which.
-pub async fn withdraw(state: &AppState, user: &AuthUser, post_id: i64) -> Result<(), ApiError> {
+pub async fn withdraw(state: &Context, user: &AuthUser, post_id: i64) -> Result<(), ApiError> {
     let mut conn = state.db().await?;
     match db::ratings::delete(&mut conn, post_id, user.id).await? {
         Withdrawn::Deleted | Withdrawn::NothingToDelete => Ok(()),

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use prometheus::IntCounter;
 use tokio::sync::oneshot;
 
-use crate::app::AppState;
+use super::Context;
 use crate::db::{self, PgPool};
 use crate::error::ApiError;
 
@@ -43,7 +43,7 @@ pub type Queue = Arc<Mutex<Lookups>>;
 /// `viewer`'s scores of `posts` (unrated posts are absent); 401 when the viewer's user row no
 /// longer exists.
 pub async fn own(
-    state: &AppState,
+    state: &Context,
     viewer: i64,
     posts: &[i64],
 ) -> Result<HashMap<i64, i16>, ApiError> {

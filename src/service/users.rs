@@ -1,6 +1,6 @@
 //! Registering users and issuing tokens.
 
-use crate::app::AppState;
+use super::Context;
 use crate::db;
 use crate::error::ApiError;
 
@@ -10,7 +10,7 @@ pub struct Registered {
 }
 
 pub async fn register(
-    state: &AppState,
+    state: &Context,
     username: String,
     password: String,
 ) -> Result<Registered, ApiError> {
@@ -31,7 +31,7 @@ pub struct Token {
 }
 
 /// One answer for an unknown user and a wrong password, in about the same time.
-pub async fn token(state: &AppState, username: &str, password: String) -> Result<Token, ApiError> {
+pub async fn token(state: &Context, username: &str, password: String) -> Result<Token, ApiError> {
     let user = {
         let mut conn = state.db().await?;
         db::users::find_by_username(&mut conn, username).await?

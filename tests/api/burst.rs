@@ -174,7 +174,7 @@ async fn one_rater_repeating_or_flipping_does_not_damp_the_others() {
 
 /// The post's detector state in Redis: (arrivals in the current bucket, raters recorded).
 async fn detector_state(app: &TestApp, post: i64) -> (i64, usize) {
-    let store = app.state().stats.store();
+    let store = app.state().service.stats.store();
     let (state, raters) = (store.burst_key(post), store.burst_raters_key(post));
     store
         .with_conn(|mut conn| async move {

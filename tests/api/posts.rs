@@ -352,7 +352,7 @@ async fn walking_the_list_while_posts_arrive_has_no_duplicates_or_gaps() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_use_their_workers_own_pools() {
     let app = TestApp::new().await;
-    let pools = app.state().pool.all();
+    let pools = app.state().service.pool.all();
     assert_eq!(pools.len(), app.settings.http_workers + 1);
     let pages = (0..20).map(|_| app.request(Method::GET, "/api/v1/posts", None, None));
     for res in futures::future::join_all(pages).await {

@@ -182,7 +182,7 @@ async fn rating_rules() {
     let res = app.request(Method::DELETE, &path, None, None).await;
     problem(res, 401).await;
     // None of it stored anything, not even an arrival in a burst baseline.
-    let store = app.state().stats.store();
+    let store = app.state().service.stats.store();
     for id in [post, 999_999] {
         let key = store.burst_key(id);
         let exists: bool = store
