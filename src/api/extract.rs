@@ -1,5 +1,6 @@
 //! Request extractors: the bearer token's user and the rate limits, checked before a handler
-//! reads the body, and the body itself checked against its type's rules.
+//! reads the body, and the JSON body, read here and checked in the handler against its
+//! type's rules.
 
 use std::future::{ready, Ready};
 use std::marker::PhantomData;
