@@ -6,13 +6,15 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use post_rate::events::kafka::{self, ConsumerConfig, ConsumerStats};
 use post_rate::model::{Change, RatingEvent};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
+
+use crate::common::wait_until;
 
 /// Everything a test may wait for (group assignment, a rebalance, delivery) gets this long.
 pub const WAIT: Duration = Duration::from_secs(15);
@@ -122,13 +124,9 @@ pub fn consumer_config(topic: &str, group: &str) -> ConsumerConfig {
     cfg
 }
 
-/// Polls `done` every 20 ms until it holds; panics after `WAIT` with `what`.
+/// [`wait_until`] for a condition that needs no I/O, with the transport tests' `WAIT`.
 pub async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < WAIT, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until(what, WAIT, || std::future::ready(done())).await;
 }
 
 /// A running `run_consumer` that records every batch it applied.
@@ -177,13 +175,7 @@ impl Running {
     }
 
     pub fn applied(&self) -> Vec<RatingEvent> {
-        self.batches
-            .lock()
-            .unwrap()
-            .iter()
-            .flatten()
-            .copied()
-            .collect()
+        recorded(&self.batches)
     }
 
     pub fn assigned(&self) -> u64 {
@@ -201,14 +193,13 @@ impl Running {
             .await
             .expect("consumer stops")
             .unwrap();
-        self.batches
-            .lock()
-            .unwrap()
-            .iter()
-            .flatten()
-            .copied()
-            .collect()
+        recorded(&self.batches)
     }
+}
+
+/// Every event of the recorded batches, in the order they were applied.
+fn recorded(batches: &Mutex<Vec<Vec<RatingEvent>>>) -> Vec<RatingEvent> {
+    batches.lock().unwrap().iter().flatten().copied().collect()
 }
 
 /// The group's committed offset for each partition (None when nothing is committed).
