@@ -182,10 +182,6 @@ impl Running {
         self.stats.assigned_partitions.load(Ordering::Relaxed)
     }
 
-    pub async fn wait_assigned(&self) {
-        wait_for("partition assignment", || self.assigned() > 0).await;
-    }
-
     /// Cancels the consumer and waits for its final commit.
     pub async fn stop(self) -> Vec<RatingEvent> {
         self.shutdown.cancel();
